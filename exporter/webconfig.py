@@ -1,0 +1,254 @@
+"""Load the exporter's web config file (TLS and basic auth for its own HTTP server).
+
+The file uses the Prometheus exporter-toolkit format
+(https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md)
+so that operators can reuse what they already wrote for node_exporter::
+
+    tls_server_config:
+      cert_file: server.crt          # relative paths resolve against this file's directory
+      key_file: server.key
+      client_ca_file: clients-ca.crt
+      client_auth_type: RequireAndVerifyClientCert
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2b$12$...         # bcrypt hash, e.g. from `htpasswd -nBC 12 ""`
+
+Supported:
+
+- ``tls_server_config``: ``cert_file``, ``key_file`` (both required once the
+  section has any key; an empty section means plain HTTP, as in the toolkit),
+  ``client_ca_file``, ``client_auth_type`` (``NoClientCert`` - the default -,
+  ``VerifyClientCertIfGiven``, ``RequireAndVerifyClientCert``),
+  ``min_version`` and ``max_version`` (``TLS12`` - the default minimum - or
+  ``TLS13``).
+- ``basic_auth_users``: user name -> bcrypt hash (``$2a$``, ``$2b$``, ``$2y$``).
+
+Not supported, rejected with an error rather than silently ignored:
+
+- ``http_server_config`` and ``rate_limit`` (HTTP/2, custom headers, rate limits);
+- inline ``cert`` / ``key`` / ``client_ca``, ``client_allowed_sans``,
+  ``cipher_suites``, ``prefer_server_cipher_suites``, ``curve_preferences``
+  (OpenSSL's defaults apply);
+- ``client_auth_type`` ``RequireAnyClientCert`` / ``RequestClientCert``: Python's
+  ``ssl`` module cannot ask for a client certificate without verifying it;
+- ``min_version`` ``TLS10`` / ``TLS11``;
+- encrypted private keys (there is nowhere to type a passphrase).
+
+Two rules are stricter than the toolkit: ``VerifyClientCertIfGiven`` and
+``RequireAndVerifyClientCert`` need ``client_ca_file`` (the toolkit would fall
+back to the system CAs, so any publicly issued certificate would pass), and,
+like the toolkit, ``client_ca_file`` without a verifying ``client_auth_type``
+is an error rather than a CA that is never used.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+_SUPPORTED_TOP = frozenset({"tls_server_config", "basic_auth_users"})
+_UNSUPPORTED_TOP = frozenset({"http_server_config", "rate_limit"})
+_SUPPORTED_TLS = frozenset(
+    {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"}
+)
+_UNSUPPORTED_TLS = frozenset(
+    {
+        "cert",
+        "key",
+        "client_ca",
+        "client_allowed_sans",
+        "cipher_suites",
+        "prefer_server_cipher_suites",
+        "curve_preferences",
+    }
+)
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_UNSUPPORTED_CLIENT_AUTH = frozenset({"RequireAnyClientCert", "RequestClientCert"})
+_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+class WebConfigError(Exception):
+    """The web config file is unusable; the message is one line naming the key."""
+
+
+@dataclass(frozen=True, repr=False)
+class WebConfig:
+    """What the HTTP server needs: a TLS context (or None) and the basic-auth users."""
+
+    ssl_context: ssl.SSLContext | None = None
+    basic_auth_users: Mapping[str, bytes] = MappingProxyType({})
+
+    def __repr__(self) -> str:
+        tls = "on" if self.ssl_context is not None else "off"
+        return f"WebConfig(tls={tls}, basic_auth_users={sorted(self.basic_auth_users)!r})"
+
+
+class _EncryptedKey(Exception):
+    """Raised from the passphrase callback: an encrypted key cannot be unlocked."""
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read and validate the web config file at ``path``."""
+    path = Path(path)
+    try:
+        return _parse(_read_yaml(path), path.parent)
+    except WebConfigError as err:
+        raise WebConfigError(f"web config {path}: {err}") from err.__cause__
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise WebConfigError(f"cannot read file: {_one_line(err)}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise WebConfigError(f"invalid YAML: {_one_line(err)}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise WebConfigError("top level: must be a mapping")
+    return data
+
+
+def _parse(data: Mapping[str, Any], base: Path) -> WebConfig:
+    _check_keys(data, "", _SUPPORTED_TOP, _UNSUPPORTED_TOP)
+    tls = _mapping(data.get("tls_server_config"), "tls_server_config")
+    users = _mapping(data.get("basic_auth_users"), "basic_auth_users")
+    return WebConfig(
+        ssl_context=_ssl_context(tls, base) if tls else None,
+        basic_auth_users=MappingProxyType(_users(users)),
+    )
+
+
+def _check_keys(
+    section: Mapping[str, Any], prefix: str, supported: frozenset[str], unsupported: frozenset[str]
+) -> None:
+    for key in section:
+        if key in unsupported:
+            raise WebConfigError(f"{prefix}{key}: not supported by this exporter")
+        if key not in supported:
+            raise WebConfigError(f"{prefix}{key}: unknown key")
+
+
+def _mapping(value: Any, key: str) -> Mapping[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{key}: must be a mapping")
+    return value
+
+
+def _ssl_context(tls: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+    prefix = "tls_server_config."
+    _check_keys(tls, prefix, _SUPPORTED_TLS, _UNSUPPORTED_TLS)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _tls_version(tls, "min_version", "TLS12")
+    ctx.maximum_version = _tls_version(tls, "max_version", "TLS13")
+    if ctx.minimum_version > ctx.maximum_version:
+        raise WebConfigError(f"{prefix}min_version: is above max_version")
+    ctx.set_alpn_protocols(["http/1.1"])
+    _load_cert_chain(ctx, _file(tls, "cert_file", base), _file(tls, "key_file", base))
+    _load_client_auth(ctx, tls, base)
+    return ctx
+
+
+def _tls_version(tls: Mapping[str, Any], key: str, default: str) -> ssl.TLSVersion:
+    name = tls.get(key, default)
+    if name not in _TLS_VERSIONS:
+        raise WebConfigError(
+            f"tls_server_config.{key}: {name!r} not supported (use TLS12 or TLS13)"
+        )
+    return _TLS_VERSIONS[name]
+
+
+def _file(tls: Mapping[str, Any], key: str, base: Path) -> Path:
+    """Resolve ``key`` against the config's directory and check the file is readable."""
+    value = tls.get(key)
+    if not isinstance(value, str) or not value:
+        raise WebConfigError(f"tls_server_config.{key}: required, must be a file path")
+    path = base / value
+    try:
+        path.read_bytes()
+    except OSError as err:
+        raise WebConfigError(f"tls_server_config.{key}: cannot read: {_one_line(err)}") from err
+    return path
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+    def refuse_passphrase() -> bytes:
+        raise _EncryptedKey
+
+    try:
+        ctx.load_cert_chain(cert, key, password=refuse_passphrase)
+    except _EncryptedKey as err:
+        raise WebConfigError(
+            "tls_server_config.key_file: encrypted private keys are not supported"
+        ) from err
+    except ssl.SSLError as err:
+        raise WebConfigError(
+            f"tls_server_config.cert_file/key_file: cannot load {cert} with {key}: "
+            f"{_one_line(err)}"
+        ) from err
+
+
+def _load_client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: Path) -> None:
+    prefix = "tls_server_config."
+    auth_type = tls.get("client_auth_type", "NoClientCert")
+    if auth_type in _UNSUPPORTED_CLIENT_AUTH:
+        raise WebConfigError(f"{prefix}client_auth_type: {auth_type!r} not supported")
+    if auth_type not in _CLIENT_AUTH:
+        raise WebConfigError(
+            f"{prefix}client_auth_type: {auth_type!r} is not one of {', '.join(_CLIENT_AUTH)}"
+        )
+    verify_mode = _CLIENT_AUTH[auth_type]
+    has_ca = "client_ca_file" in tls
+    if verify_mode == ssl.CERT_NONE:
+        if has_ca:
+            raise WebConfigError(
+                f"{prefix}client_ca_file: set but client_auth_type does not verify client "
+                "certificates"
+            )
+        return
+    if not has_ca:
+        raise WebConfigError(f"{prefix}client_ca_file: required by {auth_type}")
+    ca_file = _file(tls, "client_ca_file", base)
+    try:
+        ctx.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as err:
+        raise WebConfigError(
+            f"{prefix}client_ca_file: cannot load {ca_file}: {_one_line(err)}"
+        ) from err
+    ctx.verify_mode = verify_mode
+
+
+def _users(users: Mapping[Any, Any]) -> dict[str, bytes]:
+    result = {}
+    for user, hashed in users.items():
+        if not isinstance(user, str) or not user:
+            raise WebConfigError(
+                f"basic_auth_users.{user}: user name must be a non-empty string (quote it)"
+            )
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
+            raise WebConfigError(
+                f"basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters)"
+            )
+        result[user] = hashed.encode("ascii")
+    return result
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
