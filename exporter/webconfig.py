@@ -200,8 +200,7 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         ) from err
     except ssl.SSLError as err:
         raise WebConfigError(
-            f"tls_server_config.cert_file/key_file: cannot load {cert} with {key}: "
-            f"{_one_line(err)}"
+            f"tls_server_config.cert_file/key_file: cannot load {cert} with {key}: {_one_line(err)}"
         ) from err
 
 
