@@ -1,0 +1,382 @@
+"""One persistent connection to Binance's WebSocket API: ids, timeouts, reconnects.
+
+:class:`ApiClient` sends JSON requests over a single WebSocket connection and
+matches answers to requests by ``id``. It opens the connection lazily, renews
+it before Binance's 24-hour limit, and after a failure waits a jittered,
+exponentially growing delay before opening the next one (each open costs
+weight 5). A frame it cannot match is logged once per kind and dropped; it
+never stops the reader.
+
+Every failure is a :class:`RequestError` whose ``reason`` is one of
+:data:`REASONS`, the label values of ``binance_futures_request_errors_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from exporter import __version__
+
+log = logging.getLogger(__name__)
+
+# websockets logs every frame at DEBUG, and our frames carry the API key and
+# signature: its logger is pinned to INFO whatever level the user picks.
+_websockets_log = logging.getLogger("exporter.websockets")
+_websockets_log.setLevel(logging.INFO)
+
+REASONS = (
+    "timeout", "connection", "auth", "clock", "rate_limited", "banned", "bad_response",
+    "api_error",
+)
+_AUTH_CODES = {-2014, -2015, -1022}
+_CLOCK_CODE = -1021
+_BANNED_UNTIL = re.compile(r"banned until (\d{12,})")
+_MESSAGE_TOO_BIG = 1009
+
+
+class RequestError(Exception):
+    """A request that got no usable answer; ``reason`` labels the error metric."""
+
+    reason = "api_error"
+
+
+class ConnectionFailed(RequestError):
+    """No connection could be opened, or it broke before the answer came."""
+
+    reason = "connection"
+
+
+class ConnectionLost(ConnectionFailed):
+    """The connection broke while the request was waiting for its answer.
+
+    Binance never answers such a request; a retry on a new connection is safe.
+    """
+
+
+class RequestTimeout(RequestError):
+    reason = "timeout"
+
+
+class BadResponse(RequestError):
+    """The answer frame (or, for ``snapshot``, its result) is not what Binance sends."""
+
+    reason = "bad_response"
+
+
+class ApiError(RequestError):
+    """Binance answered with an ``error`` object."""
+
+    def __init__(self, status: int, code: int | None, message: str,
+                 data: Mapping[str, Any] | None, rate_limits: list[Any]) -> None:
+        super().__init__(f"status {status}, code {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.data = data or {}
+        self.rate_limits = rate_limits
+
+    @property
+    def reason(self) -> str:  # type: ignore[override]
+        if self.status == 418:
+            return "banned"
+        if self.status == 429 or self.code == -1003:
+            return "rate_limited"
+        if self.code in _AUTH_CODES or self.status == 401:
+            return "auth"
+        if self.code == _CLOCK_CODE:
+            return "clock"
+        return "api_error"
+
+    def retry_after(self) -> float | None:
+        """Epoch seconds before which Binance wants no request, when it says so."""
+        retry_after = self.data.get("retryAfter")
+        if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+            return retry_after / 1000
+        match = _BANNED_UNTIL.search(self.message)
+        return int(match.group(1)) / 1000 if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer: the ``result`` and the ``rateLimits`` that came with it."""
+
+    result: Any
+    rate_limits: list[Any]
+    sent_at: float  # epoch seconds, just before the frame was written
+    received_at: float  # epoch seconds, when the answer was read
+    round_trip: float  # seconds, monotonic
+
+
+Send = Callable[[str, Mapping[str, Any]], Awaitable[Answer]]
+
+
+class ApiClient:
+    """Requests over one WebSocket API connection, opened lazily and renewed as needed.
+
+    ``on_open`` runs on every new connection before any request uses it (this
+    is where ``session.logon`` goes); it gets a ``send`` coroutine bound to that
+    connection. Requests may be concurrent; answers are matched by ``id``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        request_timeout: float = 10.0,
+        max_frame_size: int = 4 * 1024 * 1024,
+        backoff_min: float = 1.0,
+        backoff_max: float = 60.0,
+        lifetime: float = 23 * 3600.0,
+        on_open: Callable[[Send], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.request_timeout = request_timeout
+        self.max_frame_size = max_frame_size
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.lifetime = lifetime
+        self.connections_opened = 0
+        self._on_open = on_open
+        self._rng = rng or random.Random()
+        self._ids = itertools.count(1)
+        # id -> (connection it was sent on, waiter); ids are never reused.
+        self._pending: dict[int, tuple[ClientConnection, asyncio.Future[_Received]]] = {}
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._opened_at = 0.0
+        self._failures = 0
+        self._not_before = 0.0  # monotonic time before which no connection is opened
+        self._open_lock = asyncio.Lock()
+        self._logged_kinds: set[str] = set()
+        self._closed = False
+
+    async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Answer:
+        """Send one request and wait for its answer, within ``request_timeout`` overall."""
+        deadline = time.monotonic() + self.request_timeout
+        ws = await self._connection(deadline)
+        return await self._send(ws, method, params or {}, deadline)
+
+    def reconnect_delay(self) -> float:
+        """Seconds until the next connection may be opened (0 when it may now)."""
+        return max(0.0, self._not_before - time.monotonic())
+
+    async def close(self) -> None:
+        """Close the connection and fail requests still waiting; idempotent."""
+        self._closed = True
+        await self._drop_connection()
+
+    async def _connection(self, deadline: float) -> ClientConnection:
+        async with self._open_lock:
+            if self._closed:
+                raise ConnectionFailed("client is closed")
+            ws = self._ws
+            if ws is not None and time.monotonic() - self._opened_at >= self.lifetime:
+                log.info("account %s: renewing the WebSocket connection before its 24 h limit",
+                         self.name)
+                await self._drop_connection()
+                ws = None
+            if ws is None:
+                ws = await self._open(deadline)
+            return ws
+
+    async def _open(self, deadline: float) -> ClientConnection:
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            if time.monotonic() + wait >= deadline:
+                raise ConnectionFailed(f"reconnecting in {wait:.1f}s (backoff after failures)")
+            await asyncio.sleep(wait)
+        try:
+            ws = await asyncio.wait_for(self._handshake(), timeout=deadline - time.monotonic())
+        except TimeoutError:
+            self._note_failure()
+            raise ConnectionFailed("timed out opening the WebSocket connection") from None
+        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            self._note_failure()
+            raise ConnectionFailed(f"cannot connect: {_describe(exc)}") from None
+        self.connections_opened += 1
+        self._ws, self._opened_at = ws, time.monotonic()
+        self._reader = asyncio.create_task(self._read(ws), name=f"ws-reader-{self.name}")
+        log.debug("account %s: connected to %s", self.name, self.url)
+        if self._on_open is not None:
+            try:
+                await self._on_open(lambda method, params: self._send(ws, method, params,
+                                                                      deadline))
+            except RequestError:
+                await self._drop_connection()
+                raise
+        return ws
+
+    async def _handshake(self) -> ClientConnection:
+        return await connect(
+            self.url,
+            max_size=self.max_frame_size,
+            open_timeout=None,  # bounded by the request deadline instead
+            close_timeout=2,
+            user_agent_header=f"binance-futures-exporter/{__version__}",
+            logger=_websockets_log,
+        )
+
+    async def _send(self, ws: ClientConnection, method: str, params: Mapping[str, Any],
+                    deadline: float) -> Answer:
+        request_id = next(self._ids)
+        future: asyncio.Future[_Received] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (ws, future)
+        frame = json.dumps({"id": request_id, "method": method, "params": dict(params)})
+        sent_at, started = time.time(), time.monotonic()
+        try:
+            await asyncio.wait_for(ws.send(frame), timeout=max(0.0, deadline - started))
+            answer = await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise RequestTimeout(f"{method}: no answer within {self.request_timeout:g}s") from None
+        except ConnectionClosed as exc:
+            self._note_failure()
+            raise ConnectionLost(f"{method}: connection closed ({_describe(exc)})") from None
+        finally:
+            # An answer arriving after this point has no waiter and is dropped:
+            # ids are never reused, so it can never match a later request.
+            self._pending.pop(request_id, None)
+        self._failures = 0
+        return Answer(answer.result, answer.rate_limits, sent_at, answer.received_at,
+                      answer.received_at - sent_at)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        """Dispatch every frame of ``ws`` to its waiting request until the connection ends."""
+        failure: RequestError
+        try:
+            async for message in ws:
+                self._dispatch(message)
+            failure = ConnectionLost(f"connection closed by the server ({_describe_close(ws)})")
+        except ConnectionClosed as exc:
+            failure = (BadResponse(f"answer larger than max_frame_size {self.max_frame_size} B")
+                       if _close_code(exc) == _MESSAGE_TOO_BIG
+                       else ConnectionLost(f"connection lost ({_describe(exc)})"))
+        waiting = [future for sent_on, future in self._pending.values() if sent_on is ws]
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failure)
+        if self._ws is not ws:
+            return  # closed by us: renewed or shutting down
+        self._ws = None
+        if waiting:
+            self._note_failure()
+        log.info("account %s: WebSocket connection ended: %s", self.name, failure)
+
+    def _dispatch(self, message: str | bytes) -> None:
+        received_at = time.time()
+        if isinstance(message, bytes):
+            self._log_once("binary", "ignored a binary frame (Binance sends text)")
+            return
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            self._log_once("non-json", "ignored a text frame that is not JSON")
+            return
+        if not isinstance(frame, dict):
+            self._log_once("not-object", "ignored a JSON frame that is not an object")
+            return
+        request_id = frame.get("id")
+        pending = self._pending.get(request_id) if type(request_id) is int else None
+        if pending is None:
+            self._log_unmatched(frame)
+            return
+        future = pending[1]
+        if not future.done():
+            try:
+                future.set_result(_parse_answer(frame, received_at))
+            except RequestError as exc:
+                future.set_exception(exc)
+
+    def _log_unmatched(self, frame: dict[str, Any]) -> None:
+        error = frame.get("error")
+        if frame.get("id") is None and isinstance(error, dict):
+            # e.g. -2015 when the key is revoked: worth a warning every time.
+            log.warning("account %s: Binance sent an unsolicited error: status %s, code %s: %s",
+                        self.name, frame.get("status"), error.get("code"),
+                        str(error.get("msg"))[:200])
+        else:
+            self._log_once("unknown-id", "ignored an answer for an id no request is waiting on "
+                           "(a late answer to a request that already timed out)")
+
+    def _log_once(self, kind: str, text: str) -> None:
+        level = logging.DEBUG if kind in self._logged_kinds else logging.WARNING
+        self._logged_kinds.add(kind)
+        log.log(level, "account %s: %s", self.name, text)
+
+    def _note_failure(self) -> None:
+        """Schedule the next connection after a jittered exponential backoff."""
+        self._failures += 1
+        delay = min(self.backoff_max, self.backoff_min * 2 ** (self._failures - 1))
+        self._not_before = time.monotonic() + delay * self._rng.uniform(0.5, 1.0)
+
+    async def _drop_connection(self) -> None:
+        ws, reader = self._ws, self._reader
+        self._ws, self._reader = None, None
+        if ws is not None:
+            await ws.close()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        for sent_on, future in self._pending.values():
+            if sent_on is ws and not future.done():
+                future.set_exception(ConnectionFailed("connection closed by the exporter"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    result: Any
+    rate_limits: list[Any]
+    received_at: float
+
+
+def _parse_answer(frame: dict[str, Any], received_at: float) -> _Received:
+    """The frame's result, or the :class:`ApiError` / :class:`BadResponse` it amounts to."""
+    rate_limits = frame.get("rateLimits")
+    if not isinstance(rate_limits, list):
+        rate_limits = []
+    status = frame.get("status")
+    error = frame.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        data = error.get("data")
+        raise ApiError(
+            status if isinstance(status, int) else 0,
+            code if isinstance(code, int) else None,
+            str(error.get("msg", ""))[:500],
+            data if isinstance(data, dict) else None,
+            rate_limits,
+        )
+    if status != 200 or "result" not in frame:
+        raise BadResponse(f"answer has status {status!r} and no result")
+    return _Received(frame["result"], rate_limits, received_at)
+
+
+def _close_code(exc: ConnectionClosed) -> int | None:
+    frame = exc.rcvd or exc.sent
+    return frame.code if frame is not None else None
+
+
+def _describe_close(ws: ClientConnection) -> str:
+    return f"code {ws.close_code}" if ws.close_code is not None else "no close frame"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

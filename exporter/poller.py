@@ -1,0 +1,298 @@
+"""One poller per account: pacing, backoff and health.
+
+An :class:`AccountPoller` sends one signed ``v2/account.status`` per
+``poll_interval`` on a fixed schedule (a slow poll skips the ticks it
+missed instead of bursting to catch up), keeps the last good answer, and
+publishes an immutable :class:`~exporter.snapshot.AccountState` after every
+change. Scrapes never cause a request.
+
+Failures are counted by reason and handled by what Binance asks for: a
+dropped connection is retried once on a new one, ``-1021`` (clock) triggers a
+clock measurement and one retry, 429/418 stop all requests until the time
+Binance gives, and auth errors wait ``auth_retry_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import replace as _replace
+
+from exporter.client import (
+    Answer,
+    ApiClient,
+    ApiError,
+    BadResponse,
+    ConnectionLost,
+    RequestError,
+    Send,
+)
+from exporter.config import Account, Config
+from exporter.signing import signed
+from exporter.snapshot import (
+    AccountSnapshot,
+    AccountState,
+    MalformedAnswer,
+    RequestDurations,
+    parse_account_status,
+    parse_rate_limits,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_METHOD = "v2/account.status"
+STATUS_WEIGHT = 5
+CONNECT_WEIGHT = 5
+SESSION_WEIGHT = 2  # session.status and session.logon each
+BAN_FALLBACK = 120.0  # Binance's shortest IP ban, when it does not say how long
+# Round trips to Binance range from a few ms (co-located) to seconds (far away).
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class AccountPoller:
+    """Polls one account forever (:meth:`run`) or once (:meth:`poll_once`)."""
+
+    def __init__(self, account: Account, config: Config,
+                 publish: Callable[[AccountState], None], *, start_delay: float = 0.0) -> None:
+        self.account = account
+        self.config = config
+        self.start_delay = start_delay
+        self._publish = publish
+        self.client = ApiClient(
+            config.endpoint,
+            name=account.name,
+            request_timeout=config.request_timeout,
+            max_frame_size=config.max_frame_size,
+            backoff_min=config.reconnect_backoff_min,
+            backoff_max=config.reconnect_backoff_max,
+            lifetime=config.connection_lifetime,
+            on_open=self._on_open,
+        )
+        self._state = AccountState(
+            name=account.name, snapshot=None, expires_at=0.0, rate_limits=(), up=False,
+            last_success=None, errors={}, connections=0,
+            durations=RequestDurations.empty(DURATION_BUCKETS), backoff_until=0.0,
+            clock_offset=0.0,
+        )
+        self._clock_offset = 0.0
+        self._last_clock_sync = -math.inf  # monotonic
+        self.last_error: RequestError | None = None
+
+    @property
+    def state(self) -> AccountState:
+        return self._state
+
+    async def run(self) -> None:
+        """Poll on a fixed grid of ``poll_interval`` until cancelled."""
+        interval = self.config.poll_interval
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.start_delay
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            if time.time() < self._state.backoff_until:
+                log.debug("account %s: backing off, no request this tick", self.account.name)
+            else:
+                await self._tick()
+            next_tick += interval
+            late = loop.time() - next_tick
+            if late > 0:
+                next_tick += math.ceil(late / interval) * interval
+
+    async def _tick(self) -> None:
+        """One scheduled poll; a bug in it is logged and counted, never ends the loop."""
+        try:
+            if time.monotonic() - self._last_clock_sync >= self.config.clock_sync_interval:
+                await self._sync_clock_quietly()
+            await self.poll_once()
+        except Exception:
+            log.exception("account %s: unexpected error while polling", self.account.name)
+            self._record_failure(RequestError("unexpected error in the exporter (see log)"))
+
+    async def poll_once(self) -> bool:
+        """One poll: request, parse, record; True when it succeeded."""
+        try:
+            snapshot = await self._fetch()
+        except RequestError as exc:
+            self._record_failure(exc)
+            return False
+        self._record_success(snapshot)
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _fetch(self) -> AccountSnapshot:
+        """The account status, retrying once where Binance's rules say a retry helps.
+
+        A request lost with its connection is retried on a new connection, and
+        ``-1021`` is retried after measuring the clock offset; the first
+        failure is still counted.
+        """
+        try:
+            return await self._request_status()
+        except ConnectionLost as exc:
+            self._count_error(exc)
+        except ApiError as exc:
+            if exc.reason != "clock":
+                raise
+            self._count_error(exc)
+            log.info("account %s: Binance says our timestamp is off (-1021); measuring the clock",
+                     self.account.name)
+            await self._sync_clock()
+        return await self._request_status()
+
+    async def _request_status(self) -> AccountSnapshot:
+        params: dict[str, object] = {"timestamp": self._timestamp(),
+                                     "recvWindow": self.config.recv_window_ms}
+        if not self.account.session_logon:
+            params = signed({"apiKey": self.account.api_key.reveal(), **params},
+                            self.account.signer)
+        try:
+            answer = await self.client.request(STATUS_METHOD, params)
+        except ApiError as exc:
+            self._keep_rate_limits(exc.rate_limits)
+            raise
+        finally:
+            self._note_connections()
+        return self._parse(answer)
+
+    def _parse(self, answer: Answer) -> AccountSnapshot:
+        try:
+            rate_limits = parse_rate_limits(answer.rate_limits)
+            snapshot = parse_account_status(answer.result, received_at=answer.received_at)
+        except MalformedAnswer as exc:
+            raise BadResponse(f"malformed answer: {exc}") from None
+        self._state = _replace(self._state, rate_limits=rate_limits,
+                               durations=self._state.durations.observe(answer.round_trip))
+        return snapshot
+
+    async def _on_open(self, send: Send) -> None:
+        """On every new connection: measure the clock, then log on if configured."""
+        await self._sync_clock(send)
+        if self.account.session_logon:
+            params = signed({"apiKey": self.account.api_key.reveal(),
+                             "timestamp": self._timestamp(),
+                             "recvWindow": self.config.recv_window_ms}, self.account.signer)
+            await send("session.logon", params)
+            log.debug("account %s: logged on to the WebSocket session", self.account.name)
+
+    async def _sync_clock(self, send: Send | None = None) -> None:
+        """Measure Binance's clock with ``session.status``: offset = server - midpoint."""
+        answer = await (send or self.client.request)("session.status", {})
+        server_time = answer.result.get("serverTime") if isinstance(answer.result, dict) else None
+        if type(server_time) is not int:
+            raise BadResponse("session.status answer has no integer serverTime")
+        self._clock_offset = server_time / 1000 - (answer.sent_at + answer.received_at) / 2
+        self._last_clock_sync = time.monotonic()
+        self._state = _replace(self._state, clock_offset=self._clock_offset)
+        self._publish(self._state)
+
+    async def _sync_clock_quietly(self) -> None:
+        try:
+            await self._sync_clock()
+        except RequestError as exc:
+            log.info("account %s: clock measurement failed (%s): %s", self.account.name,
+                     exc.reason, exc)
+            self._count_error(exc)
+            self._publish(self._state)
+        finally:
+            self._note_connections()
+
+    def _timestamp(self) -> int:
+        return int((time.time() + self._clock_offset) * 1000)
+
+    def _record_success(self, snapshot: AccountSnapshot) -> None:
+        if self.last_error is not None:
+            log.info("account %s: polls succeed again", self.account.name)
+        self.last_error = None
+        self._state = _replace(
+            self._state, snapshot=snapshot, up=True, last_success=snapshot.received_at,
+            expires_at=snapshot.received_at + self.config.stale_after, backoff_until=0.0,
+        )
+        self._publish(self._state)
+
+    def _record_failure(self, exc: RequestError) -> None:
+        self._count_error(exc)
+        backoff_until = self._backoff_until(exc)
+        self._state = _replace(self._state, up=False, backoff_until=backoff_until)
+        if self.last_error is None or exc.reason != self.last_error.reason:
+            until = time.strftime("%H:%M:%S", time.localtime(backoff_until))
+            pause = f"; no request until {until}" if backoff_until else ""
+            log.warning("account %s: poll failed (%s): %s%s", self.account.name, exc.reason, exc,
+                        pause + _advice(exc.reason))
+        self.last_error = exc
+        self._publish(self._state)
+
+    def _backoff_until(self, exc: RequestError) -> float:
+        """Epoch seconds before which no request may be sent after ``exc``; 0 for none."""
+        now = time.time()
+        if not isinstance(exc, ApiError):
+            return 0.0
+        given = exc.retry_after()
+        local_given = given - self._clock_offset if given is not None else None
+        if exc.reason == "rate_limited":
+            server_now = now + self._clock_offset
+            next_minute = (math.floor(server_now / 60) + 1) * 60 - self._clock_offset
+            return local_given if local_given is not None else next_minute
+        if exc.reason == "banned":
+            return local_given if local_given is not None else now + BAN_FALLBACK
+        if exc.reason == "auth":
+            return now + self.config.auth_retry_interval
+        return 0.0
+
+    def _count_error(self, exc: BaseException) -> None:
+        reason = exc.reason if isinstance(exc, RequestError) else "api_error"
+        errors = dict(self._state.errors)
+        errors[reason] = errors.get(reason, 0) + 1
+        self._state = _replace(self._state, errors=errors)
+
+    def _keep_rate_limits(self, raw: Sequence[object]) -> None:
+        # An error answer's usage report is a bonus; a malformed one changes nothing.
+        with contextlib.suppress(MalformedAnswer):
+            self._state = _replace(self._state, rate_limits=parse_rate_limits(list(raw)))
+
+    def _note_connections(self) -> None:
+        if self._state.connections != self.client.connections_opened:
+            self._state = _replace(self._state, connections=self.client.connections_opened)
+
+
+def _advice(reason: str) -> str:
+    return {
+        "auth": " (check that the API key exists, is enabled for futures, allows this IP, and "
+                "that the secret or private key matches it)",
+        "clock": " (the local clock is off; run NTP)",
+        "banned": " (Binance banned this IP for too many requests)",
+    }.get(reason, "")
+
+
+@dataclass(frozen=True)
+class WeightBudget:
+    """REQUEST_WEIGHT per minute this configuration needs against the per-IP limit."""
+
+    steady_per_minute: float
+    first_minute: float
+    limit: int
+
+    @property
+    def usage(self) -> float:
+        return self.first_minute / self.limit
+
+    def fitting_interval(self, accounts: int, share: float = 0.5) -> float:
+        """The shortest poll interval that keeps the steady weight under ``share`` of the limit."""
+        return 60 * STATUS_WEIGHT * accounts / (share * self.limit)
+
+
+def weight_budget(config: Config) -> WeightBudget:
+    """What polling every account costs: 5 per poll, plus connects and clock checks."""
+    accounts = len(config.accounts)
+    per_account = (60 / config.poll_interval * STATUS_WEIGHT
+                   + 60 / config.clock_sync_interval * SESSION_WEIGHT)
+    connect = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
+                  for account in config.accounts)
+    return WeightBudget(per_account * accounts, per_account * accounts + connect,
+                        config.weight_limit)

@@ -1,0 +1,286 @@
+"""Snapshots -> exposition text, rendered once per change and served many times."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import exposition
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from exporter.client import REASONS
+from exporter.snapshot import (
+    ASSET_FIELDS,
+    POSITION_FIELDS,
+    TOTAL_FIELDS,
+    AccountSnapshot,
+    AccountState,
+    snake_case,
+)
+
+TEXT_CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One rendered exposition in both formats, plain and gzip-compressed.
+
+    Built once per poll so a scrape only picks the right bytes.
+    """
+
+    text: bytes
+    text_gzip: bytes
+    openmetrics: bytes
+    openmetrics_gzip: bytes
+
+    @classmethod
+    def from_bodies(cls, text: bytes, openmetrics_text: bytes) -> Page:
+        return cls(
+            text=text,
+            text_gzip=gzip.compress(text, compresslevel=6, mtime=0),
+            openmetrics=openmetrics_text,
+            openmetrics_gzip=gzip.compress(openmetrics_text, compresslevel=6, mtime=0),
+        )
+
+
+HELP_TOTALS = {
+    "totalInitialMargin": "Total initial margin required at the current mark price",
+    "totalMaintMargin": "Total maintenance margin required",
+    "totalWalletBalance": "Total wallet balance",
+    "totalUnrealizedProfit": "Total unrealized profit",
+    "totalMarginBalance": "Total margin balance (wallet balance plus unrealized profit)",
+    "totalPositionInitialMargin": "Initial margin required for positions at the current mark price",
+    "totalOpenOrderInitialMargin":
+        "Initial margin required for open orders at the current mark price",
+    "totalCrossWalletBalance": "Cross-margin wallet balance",
+    "totalCrossUnPnl": "Unrealized profit of cross-margin positions",
+    "availableBalance": "Available balance",
+    "maxWithdrawAmount": "Maximum amount that can be transferred out",
+}
+HELP_ASSET = {
+    "walletBalance": "Wallet balance",
+    "unrealizedProfit": "Unrealized profit",
+    "marginBalance": "Margin balance",
+    "maintMargin": "Maintenance margin required",
+    "initialMargin": "Initial margin required at the current mark price",
+    "positionInitialMargin": "Initial margin required for positions at the current mark price",
+    "openOrderInitialMargin": "Initial margin required for open orders at the current mark price",
+    "crossWalletBalance": "Cross-margin wallet balance",
+    "crossUnPnl": "Unrealized profit of cross-margin positions",
+    "availableBalance": "Available balance",
+    "maxWithdrawAmount": "Maximum amount that can be transferred out",
+}
+HELP_POSITION = {
+    "positionAmt": "Position size in contracts (negative when short in one-way mode)",
+    "unrealizedProfit": "Unrealized profit",
+    "isolatedMargin": "Isolated margin",
+    "notional": "Notional value at the mark price (negative when short)",
+    "isolatedWallet": "Isolated wallet balance (0 for cross-margin positions)",
+    "initialMargin": "Initial margin required at the current mark price",
+    "maintMargin": "Maintenance margin required",
+}
+
+_PREFIX = "binance_futures"
+_ACCOUNT_METRICS = tuple((f"{_PREFIX}_account_{snake_case(name)}", HELP_TOTALS[name])
+                         for name in TOTAL_FIELDS)
+_ASSET_METRICS = tuple((f"{_PREFIX}_asset_{snake_case(name)}", HELP_ASSET[name])
+                       for name in ASSET_FIELDS)
+_POSITION_METRICS = tuple((f"{_PREFIX}_position_{snake_case(name)}", HELP_POSITION[name])
+                          for name in POSITION_FIELDS)
+_UNIT_NOTE = " (in the asset's unit; USD totals in multi-assets mode)."
+
+
+def collect(states: Iterable[AccountState], now: float, version: str) -> list[Metric]:
+    """The metric families for ``states`` as of ``now``: what one scrape shows."""
+    states = sorted(states, key=lambda state: state.name)
+    families: list[Metric] = []
+    families += _account_families([(s.name, s.live_snapshot(now)) for s in states])
+    families += _rate_limit_families(states)
+    families += _health_families(states)
+    build_info = GaugeMetricFamily(f"{_PREFIX}_exporter_build_info",
+                                   "Version of the exporter; always 1.", labels=["version"])
+    build_info.add_metric([version], 1)
+    families.append(build_info)
+    return families
+
+
+def render_page(states: Iterable[AccountState], now: float, version: str) -> Page:
+    """Both exposition formats of :func:`collect`, encoded by prometheus_client itself."""
+    collector = _Families(collect(states, now, version))
+    return Page.from_bodies(
+        exposition.generate_latest(collector),  # type: ignore[arg-type]
+        openmetrics.generate_latest(collector),  # type: ignore[arg-type]
+    )
+
+
+def next_expiry(states: Iterable[AccountState], now: float) -> float | None:
+    """When the next live snapshot goes stale, so the page must be rendered again."""
+    expiries = [s.expires_at for s in states if s.live_snapshot(now) is not None]
+    return min(expiries, default=None)
+
+
+class _Families:
+    """The ``collect()`` interface prometheus_client's encoders expect."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def _account_families(
+    snapshots: list[tuple[str, AccountSnapshot | None]],
+) -> list[Metric]:
+    live = [(name, snapshot) for name, snapshot in snapshots if snapshot is not None]
+    totals = [GaugeMetricFamily(name, text + _UNIT_NOTE, labels=["account"])
+              for name, text in _ACCOUNT_METRICS]
+    assets = [GaugeMetricFamily(name, text + _UNIT_NOTE, labels=["account", "asset"])
+              for name, text in _ASSET_METRICS]
+    margin_available = GaugeMetricFamily(
+        f"{_PREFIX}_asset_margin_available",
+        "1 when the asset can be used as margin in multi-assets mode, else 0.",
+        labels=["account", "asset"])
+    asset_updated = GaugeMetricFamily(
+        f"{_PREFIX}_asset_update_timestamp_seconds",
+        "When Binance last updated the asset balance (Unix time).", labels=["account", "asset"])
+    positions = [GaugeMetricFamily(name, text + ".", labels=["account", "symbol", "position_side"])
+                 for name, text in _POSITION_METRICS]
+    position_updated = GaugeMetricFamily(
+        f"{_PREFIX}_position_update_timestamp_seconds",
+        "When Binance last updated the position (Unix time); absent when Binance sends 0.",
+        labels=["account", "symbol", "position_side"])
+    for name, snapshot in live:
+        for family, value in zip(totals, snapshot.totals, strict=True):
+            family.add_metric([name], value)
+        for asset in snapshot.assets:
+            labels = [name, asset.asset]
+            for family, value in zip(assets, asset.amounts, strict=True):
+                family.add_metric(labels, value)
+            if asset.margin_available is not None:
+                margin_available.add_metric(labels, 1.0 if asset.margin_available else 0.0)
+            asset_updated.add_metric(labels, asset.update_time)
+        for position in snapshot.positions:
+            labels = [name, position.symbol, position.side]
+            for family, value in zip(positions, position.amounts, strict=True):
+                family.add_metric(labels, value)
+            if position.update_time:
+                position_updated.add_metric(labels, position.update_time)
+    return [*totals, *assets, margin_available, asset_updated, *positions, position_updated]
+
+
+def _rate_limit_families(states: list[AccountState]) -> list[Metric]:
+    labels = ["account", "rate_limit_type", "interval", "interval_num"]
+    used = GaugeMetricFamily(f"{_PREFIX}_rate_limit_used",
+                             "Usage Binance reported with the last answer (per IP, shared "
+                             "with REST).", labels=labels)
+    limit = GaugeMetricFamily(f"{_PREFIX}_rate_limit_max",
+                              "Limit Binance reported with the last answer.", labels=labels)
+    for state in states:
+        for rate_limit in state.rate_limits:
+            label_values = [state.name, rate_limit.rate_limit_type, rate_limit.interval,
+                            str(rate_limit.interval_num)]
+            used.add_metric(label_values, rate_limit.count)
+            limit.add_metric(label_values, rate_limit.limit)
+    return [used, limit]
+
+
+def _health_families(states: list[AccountState]) -> list[Metric]:
+    account = ["account"]
+    up = GaugeMetricFamily(f"{_PREFIX}_up", "1 when the last poll of the account succeeded.",
+                           labels=account)
+    last_success = GaugeMetricFamily(
+        f"{_PREFIX}_last_success_timestamp_seconds",
+        "When the last successful poll's answer arrived (Unix time); absent before the first.",
+        labels=account)
+    durations = HistogramMetricFamily(
+        f"{_PREFIX}_request_duration_seconds",
+        "Round trip of successful v2/account.status requests.", labels=account)
+    errors = CounterMetricFamily(
+        f"{_PREFIX}_request_errors",
+        "Failed requests by reason: " + ", ".join(REASONS) + ".",
+        labels=["account", "reason"])
+    connections = CounterMetricFamily(f"{_PREFIX}_connections",
+                                      "WebSocket API connections opened.", labels=account)
+    backoff = GaugeMetricFamily(
+        f"{_PREFIX}_backoff_until_timestamp_seconds",
+        "Until when no request is sent after a rate limit, ban or auth error (Unix time; "
+        "0 when not backing off).", labels=account)
+    clock_offset = GaugeMetricFamily(
+        f"{_PREFIX}_clock_offset_seconds",
+        "Binance server time minus local time, as last measured.", labels=account)
+    for state in states:
+        name = [state.name]
+        up.add_metric(name, 1.0 if state.up else 0.0)
+        if state.last_success is not None:
+            last_success.add_metric(name, state.last_success)
+        histogram = state.durations
+        buckets = [(_le(bound), count) for bound, count in
+                   zip(histogram.bounds, histogram.cumulative_counts, strict=False)]
+        buckets.append(("+Inf", histogram.cumulative_counts[-1]))
+        durations.add_metric(name, buckets, histogram.total)
+        for reason in REASONS:
+            errors.add_metric([state.name, reason], state.errors.get(reason, 0))
+        connections.add_metric(name, state.connections)
+        backoff.add_metric(name, state.backoff_until)
+        clock_offset.add_metric(name, state.clock_offset)
+    return [up, last_success, durations, errors, connections, backoff, clock_offset]
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class Exposition:
+    """The current :class:`Page`, re-rendered once after each published change.
+
+    Pollers :meth:`publish` new states; :meth:`run` renders in a worker
+    thread (coalescing bursts of changes into one render) and again when a
+    snapshot goes stale. Scrapes call :meth:`page` and get the cached bytes.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self._states: dict[str, AccountState] = {}
+        self._changed = asyncio.Event()
+        self._page = render_page((), time.time(), version)
+        self.renders = 0
+
+    def publish(self, state: AccountState) -> None:
+        self._states[state.name] = state
+        self._changed.set()
+
+    def page(self) -> Page:
+        return self._page
+
+    def render_now(self) -> Page:
+        """Render synchronously (start-up, ``--once``) and return the new page."""
+        self._page, _ = self._render(tuple(self._states.values()))
+        return self._page
+
+    async def run(self) -> None:
+        """Keep the page current until cancelled."""
+        expiry: float | None = None
+        while True:
+            timeout = None if expiry is None else max(0.0, expiry - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            self._changed.clear()
+            self._page, expiry = await asyncio.to_thread(self._render,
+                                                         tuple(self._states.values()))
+
+    def _render(self, states: tuple[AccountState, ...]) -> tuple[Page, float | None]:
+        now = time.time()
+        self.renders += 1
+        return render_page(states, now, self.version), next_expiry(states, now)
