@@ -175,14 +175,18 @@ class MetricsServer:
         _log.info("serving metrics on %s", self.url)
 
     async def stop(self) -> None:
-        """Stop listening and drop every open connection now (in-flight scrapes included)."""
+        """Stop listening and drop every open connection now (in-flight scrapes included).
+
+        Aborting the transports wakes every connection task with EOF or a reset,
+        so they end by themselves; cancelling them instead would make Python 3.11's
+        streams log the CancelledError as an error.
+        """
         if self._server is None:
             return
         self._server.close()
         tasks = list(self._connections)
-        for task, writer in self._connections.items():
+        for writer in self._connections.values():
             writer.transport.abort()
-            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
@@ -210,7 +214,12 @@ class MetricsServer:
             await self._close(writer)
 
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
-        """Over the connection limit: a 503 fits the socket buffer, so no await is needed."""
+        """Over the connection limit: answer 503 without starting a task for the connection.
+
+        The 503 fits the socket buffer, so no await is needed. Closing at once would
+        answer request bytes we never read with a RST that can destroy the 503, so
+        the connection is half-closed and dropped a moment later.
+        """
         if not self._saturated:
             _log.warning(
                 "%d connections open, the limit: answering 503 until some close",
@@ -219,7 +228,11 @@ class MetricsServer:
             self._saturated = True
         response = _Response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections\n")
         writer.write(_serialize(response, head_only=False, close=True, http10=False))
-        writer.close()
+        if writer.can_write_eof():
+            writer.write_eof()
+            asyncio.get_running_loop().call_later(_LINGER_SECONDS, writer.transport.abort)
+        else:
+            writer.close()
 
     async def _close(self, writer: asyncio.StreamWriter) -> None:
         """Close, giving buffered data and a TLS shutdown ``write_timeout`` to finish."""

@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -88,7 +88,11 @@ class WebConfig:
     """What the HTTP server needs: a TLS context (or None) and the basic-auth users."""
 
     ssl_context: ssl.SSLContext | None = None
-    basic_auth_users: Mapping[str, bytes] = MappingProxyType({})
+    basic_auth_users: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the server's users cannot change under it.
+        object.__setattr__(self, "basic_auth_users", MappingProxyType(dict(self.basic_auth_users)))
 
     def __repr__(self) -> str:
         tls = "on" if self.ssl_context is not None else "off"
@@ -130,7 +134,7 @@ def _parse(data: Mapping[str, Any], base: Path) -> WebConfig:
     users = _mapping(data.get("basic_auth_users"), "basic_auth_users")
     return WebConfig(
         ssl_context=_ssl_context(tls, base) if tls else None,
-        basic_auth_users=MappingProxyType(_users(users)),
+        basic_auth_users=_users(users),
     )
 
 
