@@ -56,6 +56,8 @@ _KEY_FORMAT = re.compile(r"[A-Za-z0-9]{64}")
 _EIGHT_PLACES = Decimal("1e-8")
 _THREE_PLACES = Decimal("1e-3")
 _MARK_TICK = Decimal("1e-4")
+#: Bound on amounts a test may set, so that figures stay within Decimal's 28 digits.
+_LARGEST = Decimal("1e12")
 
 #: Starting mark prices; symbols quoted in USDT or USDC margin in that asset.
 BASE_PRICES = {
@@ -263,7 +265,10 @@ class RawFrame(Fault):
 
 @dataclass
 class Mutate(Fault):
-    """Let ``fn`` change a deep copy of a successful answer's ``result`` before sending."""
+    """Let ``fn`` change a deep copy of a successful answer's ``result`` before sending.
+
+    An error answer is sent unchanged (the fault is still used up).
+    """
 
     fn: Callable[[dict[str, Any]], None]
 
@@ -296,8 +301,8 @@ def _decimal(value: str | Decimal) -> Decimal:
         number = Decimal(value)
     except InvalidOperation:
         raise ValueError(f"not a decimal number: {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"not a finite number: {value!r}")
+    if not number.is_finite() or abs(number) >= _LARGEST:
+        raise ValueError(f"not a finite number below {_LARGEST}: {value!r}")
     return number
 
 
@@ -760,13 +765,18 @@ class Simulator:
 
     async def stop(self) -> None:
         """Close the server and every connection; pending delayed answers are dropped."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            self._cancel_delayed()
+            await server.wait_closed()
+        # Frames still being handled while connections closed may have queued more.
+        self._cancel_delayed()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _cancel_delayed(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
     async def __aenter__(self) -> Simulator:
         await self.start()

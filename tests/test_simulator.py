@@ -470,6 +470,7 @@ async def test_stop_is_prompt_with_delayed_answers_pending(sim: Simulator) -> No
         assert time.monotonic() - started < 2
         with pytest.raises(ConnectionClosedOK):
             await asyncio.wait_for(ws.recv(), 2)
+    await sim.stop()  # stopping twice is harmless
 
 
 async def test_refuse_connections_and_wrong_path(sim: Simulator) -> None:
@@ -670,7 +671,7 @@ def test_edit_validation() -> None:
     account = sim.add_account("v", api_key=KEY, api_secret=SECRET)
     with pytest.raises(KeyError):
         account.set_asset_field("USDT", "colour", "1")
-    for junk in ("abc", "NaN", "inf"):
+    for junk in ("abc", "NaN", "inf", "1e12"):
         with pytest.raises(ValueError):
             account.set_asset_field("USDT", "walletBalance", junk)
     with pytest.raises(ValueError):
