@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from exporter import __version__
 from exporter.config import (
@@ -204,6 +204,31 @@ async def _once(config: Config) -> int:
 
 
 async def _serve(config: Config, web_config: WebConfig | None) -> int:
+    try:
+        async with run_exporter(config, web_config):
+            await _until_signalled()
+            log.info("shutting down")
+    except ListenError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+class ListenError(Exception):
+    """The HTTP server could not bind its address."""
+
+
+@dataclass(frozen=True)
+class RunningExporter:
+    server: MetricsServer
+    exposition: Exposition
+    pollers: list[AccountPoller]
+
+
+@contextlib.asynccontextmanager
+async def run_exporter(config: Config,
+                       web_config: WebConfig | None = None) -> AsyncIterator[RunningExporter]:
+    """Serve /metrics and poll every account until the block exits, then stop cleanly."""
     exposition = Exposition(__version__)
     pollers = _pollers(config, exposition)
     exposition.render_now()
@@ -212,29 +237,20 @@ async def _serve(config: Config, web_config: WebConfig | None) -> int:
     try:
         await server.start()
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.listen_host or "*", config.listen_port,
-                  exc.strerror or exc)
         await _close(pollers)
-        return 1
-    async with _running(exposition, pollers):
-        await _until_signalled()
-        log.info("shutting down")
-    await server.stop()
-    return 0
-
-
-@contextlib.asynccontextmanager
-async def _running(exposition: Exposition, pollers: list[AccountPoller]) -> AsyncIterator[None]:
+        raise ListenError(f"cannot listen on {config.listen_host or '*'}:{config.listen_port}: "
+                          f"{exc.strerror or exc}") from None
     tasks = [asyncio.create_task(exposition.run(), name="exposition")]
     tasks += [asyncio.create_task(poller.run(), name=f"poller-{poller.account.name}")
               for poller in pollers]
     try:
-        yield
+        yield RunningExporter(server, exposition, pollers)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await _close(pollers)
+        await server.stop()
 
 
 async def _close(pollers: list[AccountPoller]) -> None:

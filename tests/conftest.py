@@ -1,0 +1,98 @@
+"""Shared fixtures: a simulator on loopback, configs pointing at it, scraping /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import Config, parse_config
+from exporter.simulator import Simulator
+
+# Credentials of the simulated accounts the tests use; fake, and grepped for in logs.
+HMAC_KEY = "testHmacApiKey0000000000000000000000000000000000000000000000000001"
+HMAC_SECRET = "testHmacSecretXyZ000000000000000000000000000000000000000000000001"
+HEDGE_KEY = "testHedgeApiKey000000000000000000000000000000000000000000000000002"
+HEDGE_SECRET = "testHedgeSecretQwE00000000000000000000000000000000000000000000002"
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip without it, but fail in CI where it must exist."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    """A static (not lively) simulator with a one-way and a hedge-mode account."""
+    async with Simulator(seed=7, lively=False) as sim:
+        sim.add_account("oneway", api_key=HMAC_KEY, api_secret=HMAC_SECRET, positions=3)
+        sim.add_account("hedge", api_key=HEDGE_KEY, api_secret=HEDGE_SECRET,
+                        multi_assets=True, hedge_mode=True, positions=3)
+        yield sim
+
+
+def sim_config(sim: Simulator, *, accounts: list[dict[str, Any]] | None = None,
+               **settings: Any) -> Config:
+    """A validated config for the simulator's accounts, serving on an ephemeral port."""
+    document: dict[str, Any] = {
+        "endpoint": sim.url,
+        "poll_interval": "1s",
+        "accounts": accounts if accounts is not None else [
+            {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET},
+            {"name": "hedge", "api_key": HEDGE_KEY, "api_secret": HEDGE_SECRET},
+        ],
+    }
+    document.update(settings)
+    return replace(parse_config(document), listen_host="127.0.0.1", listen_port=0)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of an exposition, keyed by (name, labels)."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+async def scrape(url: str) -> Samples:
+    _, _, body = await asyncio.to_thread(fetch, url + "/metrics")
+    return parse_metrics(body.decode())
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
+                   interval: float = 0.05) -> Any:
+    """Poll an (async or sync) condition until it is truthy; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,155 @@
+"""The whole exporter against the simulator: every value on /metrics is what Binance served."""
+
+from __future__ import annotations
+
+import asyncio
+
+from exporter import __version__
+from exporter.cli import run_exporter
+from exporter.simulator import ErrorAnswer, Simulator
+from exporter.snapshot import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS, snake_case
+from tests.conftest import Samples, scrape, sim_config, wait_for
+
+
+def expected_samples(account: str, result: dict) -> Samples:
+    """The data samples /metrics must show for one served ``result``."""
+    expected: Samples = {}
+
+    def put(name: str, labels: dict[str, str], value: float) -> None:
+        expected[(name, frozenset({"account": account, **labels}.items()))] = value
+
+    for field in TOTAL_FIELDS:
+        put(f"binance_futures_account_{snake_case(field)}", {}, float(result[field]))
+    for asset in result["assets"]:
+        labels = {"asset": asset["asset"]}
+        for field in ASSET_FIELDS:
+            put(f"binance_futures_asset_{snake_case(field)}", labels, float(asset[field]))
+        if "marginAvailable" in asset:
+            put("binance_futures_asset_margin_available", labels,
+                1.0 if asset["marginAvailable"] else 0.0)
+        put("binance_futures_asset_update_timestamp_seconds", labels, asset["updateTime"] / 1000)
+    for position in result["positions"]:
+        labels = {"symbol": position["symbol"], "position_side": position["positionSide"]}
+        for field in POSITION_FIELDS:
+            put(f"binance_futures_position_{snake_case(field)}", labels, float(position[field]))
+        if position["updateTime"]:
+            put("binance_futures_position_update_timestamp_seconds", labels,
+                position["updateTime"] / 1000)
+    return expected
+
+
+def data_samples(samples: Samples, account: str) -> Samples:
+    prefixes = ("binance_futures_account_", "binance_futures_asset_", "binance_futures_position_")
+    return {key: value for key, value in samples.items()
+            if key[0].startswith(prefixes) and ("account", account) in key[1]}
+
+
+def up(samples: Samples, account: str) -> float | None:
+    return samples.get(("binance_futures_up", frozenset({("account", account)})))
+
+
+async def scrape_when_up(url: str, accounts: tuple[str, ...] = ("oneway", "hedge")) -> Samples:
+    """The first scrape on which every account is up."""
+
+    async def all_up() -> Samples | None:
+        samples = await scrape(url)
+        return samples if all(up(samples, name) == 1 for name in accounts) else None
+
+    return await wait_for(all_up)
+
+
+async def test_every_served_value_reaches_metrics(simulator: Simulator) -> None:
+    async with run_exporter(sim_config(simulator)) as running:
+        samples = await scrape_when_up(running.server.url)
+    for name in ("oneway", "hedge"):
+        served = simulator.accounts[name].last_result
+        assert served is not None
+        assert data_samples(samples, name) == expected_samples(name, served)
+    hedge_sides = {dict(labels)["position_side"] for (metric, labels) in samples
+                   if metric == "binance_futures_position_position_amt"
+                   and ("account", "hedge") in labels}
+    assert hedge_sides == {"LONG", "SHORT"}
+    # margin_available only exists in multi-assets mode
+    assert not any(metric == "binance_futures_asset_margin_available"
+                   and ("account", "oneway") in labels for metric, labels in samples)
+
+
+async def test_rate_limits_and_health_series(simulator: Simulator) -> None:
+    async with run_exporter(sim_config(simulator)) as running:
+        samples = await scrape_when_up(running.server.url)
+    labels = frozenset({"account": "oneway", "rate_limit_type": "REQUEST_WEIGHT",
+                        "interval": "MINUTE", "interval_num": "1"}.items())
+    assert samples[("binance_futures_rate_limit_max", labels)] == 2400
+    assert 0 < samples[("binance_futures_rate_limit_used", labels)] <= 2400
+    account = frozenset({("account", "oneway")})
+    assert samples[("binance_futures_connections_total", account)] == 1
+    assert samples[("binance_futures_request_duration_seconds_count", account)] >= 1
+    assert samples[("binance_futures_last_success_timestamp_seconds", account)] > 1.7e9
+    reasons = {dict(labels)["reason"] for (metric, labels) in samples
+               if metric == "binance_futures_request_errors_total"
+               and ("account", "oneway") in labels}
+    assert reasons == {"timeout", "connection", "auth", "clock", "rate_limited", "banned",
+                       "bad_response", "api_error"}
+    assert samples[("binance_futures_exporter_build_info",
+                    frozenset({("version", __version__)}))] == 1
+
+
+async def test_closed_position_disappears_on_next_poll(simulator: Simulator) -> None:
+    async with run_exporter(sim_config(simulator)) as running:
+        url = running.server.url
+
+        async def symbols() -> set[str]:
+            samples = await scrape(url)
+            return {dict(labels)["symbol"] for (metric, labels) in samples
+                    if metric == "binance_futures_position_notional"
+                    and ("account", "oneway") in labels}
+
+        before = await wait_for(symbols)
+        closing = sorted(before)[0]
+        simulator.accounts["oneway"].close_position(closing, "BOTH")
+
+        async def closed() -> bool:
+            remaining = await symbols()
+            return closing not in remaining and remaining == before - {closing}
+
+        await wait_for(closed)
+
+
+async def test_failing_account_turns_down_at_once_and_data_goes_stale(
+        simulator: Simulator) -> None:
+    config = sim_config(simulator, poll_interval="0.5s", stale_after="2s")
+    async with run_exporter(config) as running:
+        url = running.server.url
+        await scrape_when_up(url)
+        simulator.inject(ErrorAnswer(503, -1001, "Internal error; unable to process your "
+                                     "request. Please try again.", count=1000))
+        failed_at = asyncio.get_running_loop().time()
+
+        async def down() -> Samples | None:
+            samples = await scrape(url)
+            return samples if up(samples, "oneway") == 0 else None
+
+        samples = await wait_for(down)
+        if asyncio.get_running_loop().time() - failed_at < 1.5:
+            # still within stale_after of the last success: the last good data stays
+            assert data_samples(samples, "oneway")
+
+        async def stale() -> Samples | None:
+            samples = await scrape(url)
+            return samples if not data_samples(samples, "oneway") else None
+
+        samples = await wait_for(stale, timeout=6)
+    account = frozenset({("account", "oneway")})
+    assert samples[("binance_futures_up", account)] == 0
+    assert ("binance_futures_last_success_timestamp_seconds", account) in samples
+    assert samples[("binance_futures_request_errors_total",
+                    frozenset({("account", "oneway"), ("reason", "api_error")}))] >= 1
+
+
+async def test_scrapes_never_cause_requests(simulator: Simulator) -> None:
+    config = sim_config(simulator, poll_interval="5s")
+    async with run_exporter(config) as running:
+        await scrape_when_up(running.server.url)
+        before = len(simulator.requests)
+        await asyncio.gather(*(scrape(running.server.url) for _ in range(30)))
+        assert len(simulator.requests) == before
