@@ -486,6 +486,23 @@ async def test_dual_stack_host_binds_ipv4_too() -> None:
         await server.stop()
 
 
+async def test_ipv6_loopback() -> None:
+    try:
+        server = MetricsServer("::1", 0, lambda: PAGE)
+        await server.start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert server.url == f"http://[::1]:{server.port}"
+        reader, writer = await asyncio.open_connection("::1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(2):
+            assert (await reader.read()).endswith(b"\r\n\r\nok\n")
+        writer.close()
+    finally:
+        await server.stop()
+
+
 # -- hostile bytes, property-based ----------------------------------------------------------
 
 
