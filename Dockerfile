@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+#
+# binance-futures-exporter container image.
+#
+#   docker build -t binance-futures-exporter .
+#   docker run --read-only -p 127.0.0.1:10317:10317 \
+#     -v "$PWD/config.yaml:/etc/binance-futures-exporter/config.yaml:ro" \
+#     -v "$PWD/secrets:/run/secrets:ro" binance-futures-exporter
+#
+# No secrets are baked in: the config file and the key files are mounted at
+# run time (see README.md, "Running in production").
+
+# ---- build: a wheel of this repository and of its dependencies, then a venv
+FROM python:3.12-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+
+# Wheels for the project and every dependency, then an offline install of
+# exactly those wheels into a self-contained venv (pip compiles the .pyc
+# files here, so the read-only runtime never needs to write them).
+RUN pip wheel . -w /wheels \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --find-links=/wheels binance-futures-exporter \
+    && /opt/venv/bin/binance-futures-exporter --version
+
+# ---- runtime: the same Python base, the venv, nothing else
+FROM python:3.12-slim-bookworm
+
+LABEL org.opencontainers.image.title="binance-futures-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Binance USDⓈ-M Futures accounts" \
+      org.opencontainers.image.source="https://github.com/binance-futures-exporter/binance-futures-exporter" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+COPY --from=build /opt/venv /opt/venv
+
+# Numeric non-root user (no /etc/passwd entry needed, works with
+# runAsNonRoot in Kubernetes). Mounted secret files must be readable by it.
+USER 65532:65532
+
+EXPOSE 10317
+
+# Exec form, no shell: Python's urllib against the health endpoint. Assumes
+# the default port and plain HTTP; override it when listening elsewhere or
+# serving TLS via --web.config.file.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10317/healthz', timeout=4)"]
+
+ENTRYPOINT ["binance-futures-exporter"]
+CMD ["--config", "/etc/binance-futures-exporter/config.yaml"]
