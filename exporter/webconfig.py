@@ -171,7 +171,7 @@ def _ssl_context(tls: Mapping[str, Any], base: Path) -> ssl.SSLContext:
 
 
 def _tls_version(tls: Mapping[str, Any], key: str, default: str) -> ssl.TLSVersion:
-    name = tls.get(key, default)
+    name = tls.get(key) or default
     if name not in _TLS_VERSIONS:
         raise WebConfigError(
             f"tls_server_config.{key}: {name!r} not supported (use TLS12 or TLS13)"
@@ -210,7 +210,8 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
 
 def _load_client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: Path) -> None:
     prefix = "tls_server_config."
-    auth_type = tls.get("client_auth_type", "NoClientCert")
+    # Empty or null means the default, as in the toolkit.
+    auth_type = tls.get("client_auth_type") or "NoClientCert"
     if auth_type in _UNSUPPORTED_CLIENT_AUTH:
         raise WebConfigError(f"{prefix}client_auth_type: {auth_type!r} not supported")
     if auth_type not in _CLIENT_AUTH:

@@ -64,8 +64,11 @@ def test_full_config_loads(pki_dir: Path) -> None:
     assert dict(config.basic_auth_users) == {"prometheus": HASH.encode()}
 
 
-def test_tls_defaults(pki_dir: Path) -> None:
-    context = load_web_config(write(pki_dir, TLS)).ssl_context
+@pytest.mark.parametrize(
+    "extra", ["", '  client_auth_type: ""\n  min_version:\n', "  client_auth_type: NoClientCert\n"]
+)
+def test_tls_defaults(pki_dir: Path, extra: str) -> None:
+    context = load_web_config(write(pki_dir, TLS + extra)).ssl_context
     assert context is not None
     assert context.verify_mode == ssl.CERT_NONE
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
