@@ -172,7 +172,7 @@ def _ssl_context(tls: Mapping[str, Any], base: Path) -> ssl.SSLContext:
 
 def _tls_version(tls: Mapping[str, Any], key: str, default: str) -> ssl.TLSVersion:
     name = tls.get(key) or default
-    if name not in _TLS_VERSIONS:
+    if not isinstance(name, str) or name not in _TLS_VERSIONS:
         raise WebConfigError(
             f"tls_server_config.{key}: {name!r} not supported (use TLS12 or TLS13)"
         )
@@ -212,6 +212,8 @@ def _load_client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: Path) -
     prefix = "tls_server_config."
     # Empty or null means the default, as in the toolkit.
     auth_type = tls.get("client_auth_type") or "NoClientCert"
+    if not isinstance(auth_type, str):
+        raise WebConfigError(f"{prefix}client_auth_type: must be a string")
     if auth_type in _UNSUPPORTED_CLIENT_AUTH:
         raise WebConfigError(f"{prefix}client_auth_type: {auth_type!r} not supported")
     if auth_type not in _CLIENT_AUTH:

@@ -140,6 +140,8 @@ def test_users_mapping_is_read_only() -> None:
             "tls_server_config.min_version",
             "above max_version",
         ),
+        (TLS + "  min_version: [TLS12]\n", "tls_server_config.min_version", "not supported"),
+        (TLS + "  client_auth_type: [a]\n", "tls_server_config.client_auth_type", "a string"),
         (TLS + "  client_auth_type: Sometimes\n", "tls_server_config.client_auth_type", "not one"),
         (
             TLS + "  client_auth_type: RequireAnyClientCert\n",
