@@ -96,3 +96,17 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def up(samples: Samples, account: str) -> float | None:
+    return samples.get(("binance_futures_up", frozenset({("account", account)})))
+
+
+async def scrape_when_up(url: str, accounts: tuple[str, ...] = ("oneway", "hedge")) -> Samples:
+    """The first scrape on which every account is up."""
+
+    async def all_up() -> Samples | None:
+        samples = await scrape(url)
+        return samples if all(up(samples, name) == 1 for name in accounts) else None
+
+    return await wait_for(all_up)

@@ -8,7 +8,7 @@ from exporter import __version__
 from exporter.cli import run_exporter
 from exporter.simulator import ErrorAnswer, Simulator
 from exporter.snapshot import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS, snake_case
-from tests.conftest import Samples, scrape, sim_config, wait_for
+from tests.conftest import Samples, scrape, scrape_when_up, sim_config, up, wait_for
 
 
 def expected_samples(account: str, result: dict) -> Samples:
@@ -42,20 +42,6 @@ def data_samples(samples: Samples, account: str) -> Samples:
     prefixes = ("binance_futures_account_", "binance_futures_asset_", "binance_futures_position_")
     return {key: value for key, value in samples.items()
             if key[0].startswith(prefixes) and ("account", account) in key[1]}
-
-
-def up(samples: Samples, account: str) -> float | None:
-    return samples.get(("binance_futures_up", frozenset({("account", account)})))
-
-
-async def scrape_when_up(url: str, accounts: tuple[str, ...] = ("oneway", "hedge")) -> Samples:
-    """The first scrape on which every account is up."""
-
-    async def all_up() -> Samples | None:
-        samples = await scrape(url)
-        return samples if all(up(samples, name) == 1 for name in accounts) else None
-
-    return await wait_for(all_up)
 
 
 async def test_every_served_value_reaches_metrics(simulator: Simulator) -> None:

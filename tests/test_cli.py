@@ -1,0 +1,127 @@
+"""The command line as a user runs it: a real subprocess against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter import __version__
+from exporter.simulator import Simulator
+from tests.conftest import HEDGE_KEY, HEDGE_SECRET, HMAC_KEY, HMAC_SECRET, parse_metrics
+
+COMMAND = [sys.executable, "-m", "exporter"]
+
+
+async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI without blocking the event loop (the simulator lives in this process)."""
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, stdout.decode(), stderr.decode())
+
+
+def write_config(tmp_path: Path, sim: Simulator, accounts: list[dict[str, object]]) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"endpoint": sim.url, "poll_interval": "2s",
+                                    "accounts": accounts}))
+    return path
+
+
+async def test_once_prints_metrics_and_exits_0(simulator: Simulator, tmp_path: Path) -> None:
+    path = write_config(tmp_path, simulator, [
+        {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET},
+        {"name": "hedge", "api_key": HEDGE_KEY, "api_secret": HEDGE_SECRET},
+    ])
+    result = await run_cli("--config", str(path), "--once")
+    assert result.returncode == 0, result.stderr
+    samples = parse_metrics(result.stdout)
+    for name in ("oneway", "hedge"):
+        assert samples[("binance_futures_up", frozenset({("account", name)}))] == 1
+        served = simulator.accounts[name].last_result
+        assert served is not None
+        assert samples[("binance_futures_account_total_wallet_balance",
+                        frozenset({("account", name)}))] == float(served["totalWalletBalance"])
+    output = result.stdout + result.stderr
+    assert HMAC_SECRET not in output and HEDGE_SECRET not in output and HMAC_KEY not in output
+
+
+async def test_once_names_each_failed_account_and_exits_1(simulator: Simulator,
+                                                          tmp_path: Path) -> None:
+    path = write_config(tmp_path, simulator, [
+        {"name": "good", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET},
+        {"name": "wrong-secret", "api_key": HEDGE_KEY, "api_secret": "not-the-secret"},
+        {"name": "unknown-key", "api_key": "no-such-key", "api_secret": HMAC_SECRET},
+    ])
+    result = await run_cli("--config", str(path), "--once")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2
+    assert any("account wrong-secret: auth" in line for line in errors)
+    assert any("account unknown-key: auth" in line for line in errors)
+    samples = parse_metrics(result.stdout)
+    assert samples[("binance_futures_up", frozenset({("account", "good")}))] == 1
+    assert samples[("binance_futures_up", frozenset({("account", "wrong-secret")}))] == 0
+    assert HMAC_SECRET not in result.stdout + result.stderr
+
+
+async def test_check_config_prints_a_summary_without_secrets(simulator: Simulator,
+                                                             tmp_path: Path) -> None:
+    path = write_config(tmp_path, simulator, [
+        {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET}])
+    result = await run_cli("--config", str(path), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout and "oneway (hmac)" in result.stdout
+    assert HMAC_SECRET not in result.stdout + result.stderr
+    assert HMAC_KEY not in result.stdout + result.stderr
+    assert len(simulator.requests) == 0  # checking talks to nobody
+
+
+@pytest.mark.parametrize(("config", "problem"), [
+    ("accounts: [{name: a, api_key: k, api_secret: s}]\nbogus: 1\n", "error: bogus: unknown key"),
+    ("poll_interval: soon\naccounts: [{name: a, api_key: k, api_secret: s}]\n",
+     "error: poll_interval: expected a duration"),
+    ("accounts:\n- {name: a, api_key: k, api_secret: s}\n- {name: a, api_key: k, api_secret: s}\n",
+     "error: accounts[1].name: duplicate account name 'a'"),
+    ("accounts: [{name: a, api_key: k, api_secret_file: /nonexistent/secret}]\n",
+     "error: accounts[0] (a).api_secret_file: cannot read /nonexistent/secret"),
+    ("poll_interval: 100ms\naccounts: [{name: a, api_key: k, api_secret: s}]\n",
+     "error: poll_interval: 1 accounts every 0.1s need"),
+])
+async def test_bad_config_exits_2_with_one_line(tmp_path: Path, config: str,
+                                                problem: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    result = await run_cli("--config", str(path), "--once")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(problem), result.stderr
+
+
+async def test_no_config_and_bad_listen_exit_2(tmp_path: Path) -> None:
+    result = await run_cli()
+    assert result.returncode == 2 and "--demo" in result.stderr
+    path = tmp_path / "c.yaml"
+    path.write_text("accounts: [{name: a, api_key: k, api_secret: s}]\n")
+    result = await run_cli("--config", str(path), "--listen", "nowhere", "--check-config")
+    assert result.returncode == 2 and result.stderr.startswith("error: --listen: ")
+
+
+async def test_version() -> None:
+    result = await run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == (
+        f"binance-futures-exporter {__version__}")
+
+
+async def test_demo_once_needs_no_account() -> None:
+    result = await run_cli("--demo", "--once")
+    assert result.returncode == 0, result.stderr
+    samples = parse_metrics(result.stdout)
+    ups = {dict(labels)["account"]: value for (name, labels), value in samples.items()
+           if name == "binance_futures_up"}
+    assert len(ups) == 3 and set(ups.values()) == {1.0}
