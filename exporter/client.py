@@ -306,10 +306,10 @@ class ApiClient:
     def _log_unmatched(self, frame: dict[str, Any]) -> None:
         error = frame.get("error")
         if frame.get("id") is None and isinstance(error, dict):
-            # e.g. -2015 when the key is revoked: worth a warning every time.
-            log.warning("account %s: Binance sent an unsolicited error: status %s, code %s: %s",
-                        self.name, frame.get("status"), error.get("code"),
-                        str(error.get("msg"))[:200])
+            # e.g. -2015 when the key is revoked; the next request will fail the same way.
+            self._log_once("unsolicited", f"Binance sent an unsolicited error: status "
+                           f"{frame.get('status')}, code {error.get('code')}: "
+                           f"{str(error.get('msg'))[:200]}")
         else:
             self._log_once("unknown-id", "ignored an answer for an id no request is waiting on "
                            "(a late answer to a request that already timed out)")

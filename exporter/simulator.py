@@ -224,11 +224,13 @@ def _false_on_failure(check: Callable[[bytes, str], bool]) -> Callable[[bytes, s
 class Fault:
     """Base of the injectable faults: applies to the next ``count`` matching requests.
 
-    ``method`` None matches every request, including frames that are not one.
+    ``method`` None matches every request, including frames that are not one;
+    ``api_key`` None matches every account, else only requests for that key.
     """
 
     count: int = field(default=1, kw_only=True)
     method: str | None = field(default=ACCOUNT_METHOD, kw_only=True)
+    api_key: str | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -910,13 +912,13 @@ class Simulator:
                 conn.number,
             )
         )
-        fault = self._take_fault(request.method)
+        fault = self._take_fault(request.method, api_key)
         reply = self._reply(conn, request)
         return await self._deliver(ws, reply, fault)
 
-    def _take_fault(self, method: str | None) -> Fault | None:
+    def _take_fault(self, method: str | None, api_key: str | None) -> Fault | None:
         for queued in self._faults:
-            if queued.fault.method in (None, method):
+            if queued.fault.method in (None, method) and queued.fault.api_key in (None, api_key):
                 queued.remaining -= 1
                 if queued.remaining == 0:
                     self._faults.remove(queued)
