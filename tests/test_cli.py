@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,15 @@ import yaml
 
 from exporter import __version__
 from exporter.simulator import Simulator
-from tests.conftest import HEDGE_KEY, HEDGE_SECRET, HMAC_KEY, HMAC_SECRET, parse_metrics
+from tests.conftest import (
+    HEDGE_KEY,
+    HEDGE_SECRET,
+    HMAC_KEY,
+    HMAC_SECRET,
+    fetch,
+    parse_metrics,
+    wait_for,
+)
 
 COMMAND = [sys.executable, "-m", "exporter"]
 
@@ -125,3 +135,65 @@ async def test_demo_once_needs_no_account() -> None:
     ups = {dict(labels)["account"]: value for (name, labels), value in samples.items()
            if name == "binance_futures_up"}
     assert len(ups) == 3 and set(ups.values()) == {1.0}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_closes_cleanly_and_exits_0_within_2s(signum: int) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "--demo", "--listen", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await wait_for(lambda: _healthy(port), timeout=20)
+        await asyncio.sleep(0.5)  # let the pollers connect
+        process.send_signal(signum)
+        started = time.monotonic()
+        await asyncio.wait_for(process.wait(), timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await process.stderr.read()).decode() if process.stderr else ""
+    assert process.returncode == 0, stderr
+    assert elapsed < 2.0, f"shutdown took {elapsed:.2f}s"
+    assert "Traceback" not in stderr
+
+
+async def _healthy(port: int) -> bool:
+    try:
+        status, _, _ = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/healthz")
+    except OSError:
+        return False
+    return status == 200
+
+
+async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
+        tmp_path: Path) -> None:
+    accounts = [{"name": f"a{i}", "api_key": "k", "api_secret": "s"} for i in range(12)]
+    path = tmp_path / "config.yaml"
+    # nothing listens on port 1: the pollers fail without leaving this machine
+    path.write_text(yaml.safe_dump({"endpoint": "ws://127.0.0.1:1/ws-fapi/v1",
+                                    "poll_interval": "2s", "accounts": accounts}))
+    result = await run_cli("--config", str(path), "--check-config")
+    assert result.returncode == 0
+    assert "weight: 1802/min steady" in result.stdout  # 12 x (30 polls x 5 + 0.1 x 2)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "--config", str(path), "--listen", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await wait_for(lambda: _healthy(port), timeout=20)
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    warnings = [line for line in stderr.decode().splitlines() if "WARNING exporter:" in line]
+    assert len(warnings) == 1 and "poll_interval 3s or more would fit" in warnings[0], warnings
