@@ -71,8 +71,9 @@ def write_config(tmp_path: Path, sim: Simulator, keys: Keys) -> Path:
     """Accounts that succeed with every key type, and ones that fail signature and auth."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    for name, content in {"hmac_secret": HMAC_SECRET, "ed.pem": keys.ed_pem.decode(),
-                          "passphrase": PASSPHRASE + "\n", "rsa.pem": keys.rsa_pem.decode()}.items():
+    files = {"hmac_secret": HMAC_SECRET, "ed.pem": keys.ed_pem.decode(),
+             "passphrase": PASSPHRASE + "\n", "rsa.pem": keys.rsa_pem.decode()}
+    for name, content in files.items():
         (secrets / name).write_text(content)
         os.chmod(secrets / name, 0o600)
     path = tmp_path / "config.yaml"
