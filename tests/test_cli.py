@@ -197,3 +197,30 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
         _, stderr = await process.communicate()
     warnings = [line for line in stderr.decode().splitlines() if "WARNING exporter:" in line]
     assert len(warnings) == 1 and "poll_interval 3s or more would fit" in warnings[0], warnings
+
+
+async def test_web_config_file_locks_metrics_behind_basic_auth(tmp_path: Path) -> None:
+    import base64
+    import urllib.error
+
+    import bcrypt
+
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"scrape-password", bcrypt.gensalt(rounds=4)).decode()
+    web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "--demo", "--listen", f"127.0.0.1:{port}", "--web.config.file",
+        str(web_config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        await wait_for(lambda: _healthy(port), timeout=20)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(fetch, url)
+        token = base64.b64encode(b"prometheus:scrape-password").decode()
+        status, _, body = await asyncio.to_thread(fetch, url, {"Authorization": f"Basic {token}"})
+    finally:
+        process.terminate()
+        await process.communicate()
+    assert refused.value.code == 401
+    assert status == 200 and b"binance_futures_exporter_build_info" in body
