@@ -118,7 +118,7 @@ class Answer:
     rate_limits: list[Any]
     sent_at: float  # epoch seconds, just before the frame was written
     received_at: float  # epoch seconds, when the answer was read
-    round_trip: float  # seconds, monotonic
+    round_trip: float  # seconds, from the monotonic clock
 
 
 Send = Callable[[str, Mapping[str, Any]], Awaitable[Answer]]
@@ -254,7 +254,7 @@ class ApiClient:
             self._pending.pop(request_id, None)
         self._failures = 0
         return Answer(answer.result, answer.rate_limits, sent_at, answer.received_at,
-                      answer.received_at - sent_at)
+                      answer.received_monotonic - started)
 
     async def _read(self, ws: ClientConnection) -> None:
         """Dispatch every frame of ``ws`` to its waiting request until the connection ends."""
@@ -279,7 +279,7 @@ class ApiClient:
         log.info("account %s: WebSocket connection ended: %s", self.name, failure)
 
     def _dispatch(self, message: str | bytes) -> None:
-        received_at = time.time()
+        received_at, received_monotonic = time.time(), time.monotonic()
         if isinstance(message, bytes):
             self._log_once("binary", "ignored a binary frame (Binance sends text)")
             return
@@ -299,7 +299,7 @@ class ApiClient:
         future = pending[1]
         if not future.done():
             try:
-                future.set_result(_parse_answer(frame, received_at))
+                future.set_result(_parse_answer(frame, received_at, received_monotonic))
             except RequestError as exc:
                 future.set_exception(exc)
 
@@ -344,9 +344,11 @@ class _Received:
     result: Any
     rate_limits: list[Any]
     received_at: float
+    received_monotonic: float
 
 
-def _parse_answer(frame: dict[str, Any], received_at: float) -> _Received:
+def _parse_answer(frame: dict[str, Any], received_at: float,
+                  received_monotonic: float) -> _Received:
     """The frame's result, or the :class:`ApiError` / :class:`BadResponse` it amounts to."""
     rate_limits = frame.get("rateLimits")
     if not isinstance(rate_limits, list):
@@ -365,7 +367,7 @@ def _parse_answer(frame: dict[str, Any], received_at: float) -> _Received:
         )
     if status != 200 or "result" not in frame:
         raise BadResponse(f"answer has status {status!r} and no result")
-    return _Received(frame["result"], rate_limits, received_at)
+    return _Received(frame["result"], rate_limits, received_at, received_monotonic)
 
 
 def _close_code(exc: ConnectionClosed) -> int | None:
