@@ -1,0 +1,189 @@
+"""CPU cost of one poll: decode and parse an answer, build the state, render the page.
+
+The answer is what the simulator sends for a hedge-mode, multi-assets account
+with 200 symbols x 2 sides = 400 positions and 4 assets. Each step runs many
+times; the figures are means per call, as CPU time (``time.process_time``) and
+wall time (``time.perf_counter``). Goal: < 5 ms per 400-position answer.
+
+    python -m benchmarks.poll_cost
+    python -m benchmarks.poll_cost --iterations 2000 --renders 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from prometheus_client import exposition
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from benchmarks._common import (
+    account_name,
+    add_accounts,
+    answer_frame,
+    big_simulated_account,
+    big_states,
+    print_header,
+    print_table,
+    state_from_frame,
+)
+from exporter import __version__
+from exporter.poller import DURATION_BUCKETS
+from exporter.render import collect, render_page
+from exporter.simulator import Simulator
+from exporter.snapshot import (
+    AccountState,
+    RequestDurations,
+    parse_account_status,
+    parse_rate_limits,
+)
+
+GOAL_MS = 5.0
+WHOLE_POLL = "whole poll: json.loads + parse + AccountState"
+
+
+def measure(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
+    """Mean CPU and wall seconds per call of ``fn`` (after one warm-up call)."""
+    fn()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    return (time.process_time() - cpu) / iterations, (time.perf_counter() - wall) / iterations
+
+
+def empty_state(name: str) -> AccountState:
+    """A poller's state before its first success (as ``AccountPoller.__init__`` builds it)."""
+    return AccountState(
+        name=name, snapshot=None, expires_at=0.0, rate_limits=(), up=False, last_success=None,
+        errors={}, connections=1, durations=RequestDurations.empty(DURATION_BUCKETS),
+        backoff_until=0.0, clock_offset=0.0)
+
+
+def received_state(base: AccountState, message: dict[str, Any]) -> AccountState:
+    """What the poller does with a decoded answer: parse it, then two ``replace`` calls."""
+    received_at = time.time()
+    snapshot = parse_account_status(message["result"], received_at=received_at)
+    state = replace(base, rate_limits=parse_rate_limits(message["rateLimits"]),
+                    durations=base.durations.observe(0.012))
+    return replace(state, snapshot=snapshot, up=True, last_success=received_at,
+                   expires_at=received_at + 45.0, backoff_until=0.0)
+
+
+def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
+    """The steps the client and poller run for one answer, each callable on its own.
+
+    The client's own frame checks (a few dict look-ups) are left out: they are
+    private to ``exporter.client`` and cost nothing next to these.
+    """
+    message = json.loads(frame)
+    base = empty_state(name)
+    return {
+        "json.loads of the frame": lambda: json.loads(frame),
+        "parse_account_status + parse_rate_limits": lambda: (
+            parse_account_status(message["result"], received_at=1.0),
+            parse_rate_limits(message["rateLimits"])),
+        "parse + build the AccountState": lambda: received_state(base, message),
+        WHOLE_POLL: lambda: received_state(base, json.loads(frame)),
+    }
+
+
+def render_steps(states: list[AccountState]) -> dict[str, Callable[[], object]]:
+    """render_page and its parts: collect, both encoders, both gzips."""
+    now = time.time()
+    families = collect(states, now, __version__)
+    collector = _Families(families)
+    text = exposition.generate_latest(collector)  # type: ignore[arg-type]
+    om = openmetrics.generate_latest(collector)  # type: ignore[arg-type]
+    return {
+        "collect (families from states)": lambda: collect(states, now, __version__),
+        "text generate_latest": lambda: exposition.generate_latest(collector),  # type: ignore[arg-type]
+        "OpenMetrics generate_latest":
+            lambda: openmetrics.generate_latest(collector),  # type: ignore[arg-type]
+        "gzip text (level 6)": lambda: gzip.compress(text, compresslevel=6, mtime=0),
+        "gzip OpenMetrics (level 6)": lambda: gzip.compress(om, compresslevel=6, mtime=0),
+        "render_page (all of the above)": lambda: render_page(states, now, __version__),
+    }
+
+
+class _Families:
+    """The ``collect()`` interface prometheus_client's encoders expect."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def samples_in(states: list[AccountState]) -> tuple[int, int]:
+    """Number of samples and bytes of the text page."""
+    page = render_page(states, time.time(), __version__)
+    lines = [line for line in page.text.split(b"\n") if line and not line.startswith(b"#")]
+    return len(lines), len(page.text)
+
+
+def small_states(accounts: int) -> list[AccountState]:
+    """The footprint benchmark's page: one-way accounts with 3 positions each."""
+    sim = Simulator(seed=5, lively=False)
+    add_accounts(sim, accounts)
+    now = time.time()
+    return [state_from_frame(account_name(i), answer_frame(sim.accounts[account_name(i)]), now)
+            for i in range(accounts)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=500,
+                        help="calls per parse step (default 500)")
+    parser.add_argument("--renders", type=int, default=20, help="calls per render step")
+    parser.add_argument("--symbols", type=int, default=200,
+                        help="symbols per account; positions = 2 x symbols (default 200)")
+    args = parser.parse_args()
+    print_header("poll_cost: CPU per answer, per position, and per render",
+                 "python -m benchmarks.poll_cost " + " ".join(sys.argv[1:]))
+
+    sim = Simulator(seed=1, lively=False)  # not started: only its account model is used
+    account = big_simulated_account(sim, 0, args.symbols)
+    frame = answer_frame(account)
+    positions = 2 * args.symbols
+    print(f"answer: {positions} positions, {len(account.result()['assets'])} assets, "
+          f"{len(frame):,} bytes of JSON\n")
+    rows = []
+    for step, fn in poll_steps(frame, account_name(0)).items():
+        cpu, wall = measure(fn, args.iterations)
+        rows.append((step, f"{cpu * 1e6:,.0f}", f"{wall * 1e6:,.0f}",
+                     f"{cpu * 1e6 / positions:.2f}"))
+    print_table(("step (one answer)", "CPU µs/answer", "wall µs/answer", "CPU µs/position"),
+                rows)
+    whole = measure(poll_steps(frame, account_name(0))[WHOLE_POLL], args.iterations)[0]
+    verdict = "meets" if whole * 1000 < GOAL_MS else "MISSES"
+    print(f"whole poll: {whole * 1000:.2f} ms CPU per {positions}-position answer "
+          f"-> {verdict} the goal < {GOAL_MS:g} ms\n")
+
+    pages = [
+        (f"1 account x {positions} positions", [state_from_frame(account_name(0), frame,
+                                                                 time.time())]),
+        (f"10 accounts x {positions} positions", big_states(10, args.symbols, time.time())),
+        ("10 accounts x 3 positions (footprint)", small_states(10)),
+    ]
+    for title, states in pages:
+        samples, size = samples_in(states)
+        rows = []
+        for step, fn in render_steps(states).items():
+            cpu, wall = measure(fn, max(3, args.renders if len(states) == 1 or samples < 5000
+                                        else args.renders // 4))
+            rows.append((step, f"{cpu * 1000:.2f}", f"{wall * 1000:.2f}",
+                         f"{cpu * 1e6 / samples:.2f}"))
+        print(f"render per poll, page of {title}: {samples:,} samples, {size:,} bytes of text")
+        print_table(("step", "CPU ms/render", "wall ms/render", "CPU µs/sample"), rows)
+
+
+if __name__ == "__main__":
+    main()
