@@ -75,7 +75,7 @@ class SoakReport:
             self.down_transitions.items()))
         recoveries = self.recoveries
         return [
-            ("duration (faults + quiet)", f"{self.duration:.1f} s"),
+            ("duration (faults and quiet periods)", f"{self.duration:.1f} s"),
             ("polls seen by the simulator", str(self.polls_simulator)),
             ("polls seen by the exporter (ok + errors)",
              f"{self.polls_exporter} ({self.successes} ok)"),

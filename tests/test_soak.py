@@ -7,10 +7,12 @@ Opt-in (the default run excludes the ``soak`` marker)::
 The simulator (three lively accounts: HMAC one-way, HMAC hedge multi-assets,
 Ed25519 with ``session.logon``) runs in this process on 127.0.0.1; the
 exporter runs as a real subprocess, so the RSS and open fds read from /proc
-are its own. For ``SOAK_SECONDS`` (default 600) a seeded random fault is
-injected every 2-5 s and /metrics is scraped every 0.5 s; then comes a quiet
-period of 10 s without faults, a report (printed, and written under the
-pytest tmp dir) and the checks.
+are its own. For ``SOAK_SECONDS`` (default 600) a seeded (``SOAK_SEED``)
+random fault is injected every 2-5 s while /metrics is scraped every 0.5 s:
+20 s of warm-up, a quiet period of 10 s after which RSS and open fds are
+measured, the rest of the faults, and a final quiet period of 10 s after
+which they are measured again and every account must be up. Then SIGTERM,
+the report (printed, and written under the pytest tmp dir) and the checks.
 
 Recovery time of a fault: from its injection until every affected account
 has answered a poll successfully after the fault stopped acting on it (the
@@ -203,6 +205,10 @@ JUNK_FRAMES: tuple[str | bytes, ...] = (
     json.dumps({"id": 987654321, "status": 200, "result": {}}),
     json.dumps({"id": "not-an-int", "status": 200, "result": {}}),
 )
+#: Valid-looking JSON nested deeper than a recursive parser goes (100 kB, well under 4 MiB).
+DEEPLY_NESTED = "[" * 100_000
+#: One byte over the exporter's default max_frame_size of 4 MiB.
+OVERSIZE = "x" * (4 * 1024 * 1024 + 1)
 UNSOLICITED: tuple[dict[str, Any], ...] = (
     {"id": None, "status": 401, "error": {"code": -2015, "msg": MSG_BAD_KEY}},
     {"id": None, "status": 400, "error": {"code": -1003, "msg": "Too much request weight."}},
@@ -238,6 +244,8 @@ ACCOUNT_FAULTS: dict[str, AccountFault] = {
                                                                api_key=key),
     "junk_frame_instead": lambda rng, sim, key: RawFrame(rng.choice(JUNK_FRAMES), replace=True,
                                                          api_key=key),
+    "junk_deeply_nested_json": lambda rng, sim, key: RawFrame(DEEPLY_NESTED, api_key=key),
+    "oversize_frame": lambda rng, sim, key: RawFrame(OVERSIZE, replace=True, api_key=key),
     "unsolicited_id_null": lambda rng, sim, key: Unsolicited(rng.choice(UNSOLICITED),
                                                              api_key=key),
     "close_connection": lambda rng, sim, key: CloseConnection(
@@ -255,7 +263,6 @@ class FaultInjector:
         self.rng = rng
         self.injections: list[Injection] = []
         self._deck: list[str] = []
-        self._timers: list[asyncio.TimerHandle] = []
 
     def busy(self) -> set[str]:
         """Accounts with a fault they have not recovered from."""
@@ -286,12 +293,6 @@ class FaultInjector:
             for watch in injection.watches.values():
                 watch.update(self.sim.requests)
 
-    def calm(self) -> None:
-        """End every time window now (refusals); queued request faults still run out."""
-        for timer in self._timers:
-            timer.cancel()
-        self.sim.refuse_connections = False
-
     def _account_fault(self, kind: str, target: Target) -> Injection:
         watch = self._watch(target)
         self.sim.inject(ACCOUNT_FAULTS[kind](self.rng, self.sim, target.api_key))
@@ -304,8 +305,8 @@ class FaultInjector:
             # Refused handshakes only matter to an exporter that reconnects: drop everyone.
             seconds = self.rng.uniform(1.5, 3.0)
             self.sim.refuse_connections = True
-            self._timers.append(asyncio.get_running_loop().call_later(
-                seconds, setattr, self.sim, "refuse_connections", False))
+            asyncio.get_running_loop().call_later(seconds, setattr, self.sim,
+                                                  "refuse_connections", False)
             watches = {target.name: self._watch(target) for target in self.targets}
             for target in self.targets:
                 self.sim.inject(Drop(abrupt=True, api_key=target.api_key))
@@ -517,7 +518,7 @@ def fill_from_metrics(report: SoakReport, samples: Samples, names: Sequence[str]
     report.final_up = {n: samples.get(("binance_futures_up", _account(n))) for n in names}
 
 
-def fill_faults(report: SoakReport, injections: Sequence[Injection]) -> None:
+def fill_faults(report: SoakReport, injections: Sequence[Injection], started: float) -> None:
     for injection in injections:
         stats = report.kind(injection.kind)
         stats.injected += 1
@@ -525,7 +526,8 @@ def fill_faults(report: SoakReport, injections: Sequence[Injection]) -> None:
             stats.recoveries.append(injection.recovery_time)
         else:
             missing = sorted(set(injection.affected) - set(injection.recovered_at))
-            report.unrecovered.append(f"{injection.kind} at {injection.injected_at:.1f} "
+            at = injection.injected_at - started
+            report.unrecovered.append(f"{injection.kind} at +{at:.1f}s "
                                       f"(accounts {', '.join(missing)})")
 
 
@@ -585,16 +587,17 @@ async def soak(process: asyncio.subprocess.Process, port: int, sim: Simulator,
               log_path)
     started = time.monotonic()
     await run.phase(WARM_UP, inject=True)
+    # Measure the baseline in the same state as the end: after a quiet period, all connected.
+    await run.phase(QUIET, inject=False)
     report.rss_start_kib, report.fds_start = run.sample_resources()
     await run.phase(SOAK_SECONDS - WARM_UP, inject=True)
-    injector.calm()
     await run.phase(QUIET, inject=False)
     run.check_alive()
     report.rss_end_kib, report.fds_end = run.sample_resources()
     report.duration = time.monotonic() - started
     report.rss_max_kib, report.fds_max = max(run.rss_samples), max(run.fd_samples)
     fill_from_metrics(report, run.last_samples, names)
-    fill_faults(report, injector.injections)
+    fill_faults(report, injector.injections, run.observer.started)
     missing = [name for name in names
                if ("binance_futures_account_total_wallet_balance", _account(name))
                not in run.last_samples]
@@ -606,14 +609,19 @@ def check(report: SoakReport, problems: list[str]) -> None:
     assert report.exit_code == 0, f"exit code on SIGTERM: {report.exit_code}"
     assert report.exit_seconds is not None and report.exit_seconds < EXIT_WITHIN
     assert all(value == 1 for value in report.final_up.values()), (
-        f"stuck accounts after {QUIET:g}s without faults: {report.final_up}")
+        f"stuck accounts after {QUIET:g}s without faults: {report.final_up}; faults never "
+        f"recovered from: {report.unrecovered}")
     assert not report.unrecovered, f"faults never recovered from: {report.unrecovered}"
+    # On loopback a poll fails only when a fault makes it fail.
+    assert not report.unexplained_downs, f"up fell to 0 without a fault: {report.unexplained_downs}"
     injected = sum(stats.injected for stats in report.kinds.values())
     assert injected >= SOAK_SECONDS / (2 * FAULT_GAP[1]), f"only {injected} faults injected"
     worst = max(report.recoveries)
     assert worst < MAX_RECOVERY, f"slowest recovery {worst:.1f}s (bound {MAX_RECOVERY:g}s)"
     assert report.rss_start_kib is not None and report.rss_end_kib is not None
-    assert report.rss_end_kib <= report.rss_start_kib + RSS_GROWTH_KIB, "RSS grew"
+    assert report.rss_end_kib <= report.rss_start_kib + RSS_GROWTH_KIB, (
+        f"RSS grew from {report.rss_start_kib} KiB to {report.rss_end_kib} KiB")
     assert report.fds_start is not None and report.fds_end is not None
-    assert report.fds_end <= report.fds_start + FD_GROWTH, "open fds grew"
+    assert report.fds_end <= report.fds_start + FD_GROWTH, (
+        f"open fds grew from {report.fds_start} to {report.fds_end}")
     assert not problems, problems
