@@ -261,7 +261,11 @@ class ApiClient:
         failure: RequestError
         try:
             async for message in ws:
-                self._dispatch(message)
+                try:
+                    self._dispatch(message)
+                except Exception:  # a dead reader would silence the account for good
+                    log.exception("account %s: dropped a frame that broke the reader",
+                                  self.name)
             failure = ConnectionLost(f"connection closed by the server ({_describe_close(ws)})")
         except ConnectionClosed as exc:
             failure = (BadResponse(f"answer larger than max_frame_size {self.max_frame_size} B")
@@ -285,7 +289,7 @@ class ApiClient:
             return
         try:
             frame = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._log_once("non-json", "ignored a text frame that is not JSON")
             return
         if not isinstance(frame, dict):

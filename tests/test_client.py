@@ -122,6 +122,7 @@ async def test_junk_frames_are_logged_once_per_kind_and_never_stop_the_reader(
         '{"id": 987654, "status": 200, "result": {}}',
         '{"id": null, "status": 401, "error": {"code": -2015, "msg": "Invalid API-key"}}',
         '{"id": true, "status": 200, "result": {}}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than json's recursion limit
     ]
     client = ApiClient(simulator.url, name="junky")
     with caplog.at_level(logging.DEBUG, logger="exporter.client"):
