@@ -12,12 +12,13 @@ import multiprocessing
 import os
 import platform
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from exporter import __version__
+from exporter.cli import RunningExporter, run_exporter
 from exporter.config import Config, parse_config
 from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import SimAccount, Simulator
@@ -192,6 +193,40 @@ def big_states(accounts: int, symbols: int, now: float) -> list[AccountState]:
     return [state_from_frame(account_name(i), answer_frame(big_simulated_account(sim, i, symbols)),
                              now, stale_after=3600.0)
             for i in range(accounts)]
+
+
+# ---------------------------------------------------------------- the exporter in this process
+
+
+@contextlib.asynccontextmanager
+async def exporter_running(config: Config) -> AsyncIterator[RunningExporter]:
+    """``run_exporter``, plus a work-around so that leaving it cannot hang.
+
+    On Python 3.11 ``asyncio.wait_for`` returns the result instead of raising
+    when the task is cancelled in the same loop iteration as the awaited future
+    completes (fixed in 3.12). ``ApiClient._send`` awaits answers with
+    ``wait_for``, so a poller cancelled just as its answer arrives loses the
+    cancellation, keeps polling, and ``run_exporter``'s exit waits for it
+    forever. While the exit runs, poller tasks are cancelled again every 50 ms.
+    """
+    reaper: asyncio.Task[None] | None = None
+    try:
+        async with run_exporter(config) as running:
+            try:
+                yield running
+            finally:
+                reaper = asyncio.create_task(_cancel_pollers_until_gone())
+    finally:
+        if reaper is not None:
+            reaper.cancel()
+
+
+async def _cancel_pollers_until_gone() -> None:
+    while True:
+        for task in asyncio.all_tasks():
+            if task.get_name().startswith("poller-") and not task.done():
+                task.cancel()
+        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------- HTTP client for asyncio
