@@ -228,6 +228,11 @@ class ApiClient:
             self.url,
             max_size=self.max_frame_size,
             open_timeout=None,  # bounded by the request deadline instead
+            # No permessage-deflate: an uncompressed frame's size is known from its
+            # header, so one over max_size is refused before its payload is buffered,
+            # whereas a compressed one is first inflated up to max_size (and that
+            # buffer lingers until a full GC). Answers are a few kB per poll.
+            compression=None,
             close_timeout=2,
             user_agent_header=f"binance-futures-exporter/{__version__}",
             logger=_websockets_log,
