@@ -152,13 +152,15 @@ def load_config(path: str | Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {_shown(path)}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        raise ConfigError(f"config file {_shown(path)} is not UTF-8 text") from None
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(
+            f"config file {_shown(path)} is not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     if document is None:
         document = {}
     return parse_config(document, base_dir=path.parent)
@@ -335,14 +337,15 @@ def _read_secret_file(path: Path, key: str) -> str:
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{key}: cannot read {_shown(path)}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+        raise ConfigError(f"{key}: {_shown(path)} is not UTF-8 text") from None
     if mode & stat.S_IROTH:
-        log.warning("secret file %s is readable by every user on this machine; chmod 600 it", path)
+        log.warning("secret file %s is readable by every user on this machine; chmod 600 it",
+                    _shown(path))
     text = text.rstrip("\r\n")
     if not text.strip():
-        raise ConfigError(f"{key}: {path} is empty")
+        raise ConfigError(f"{key}: {_shown(path)} is empty")
     return text
 
 
@@ -356,7 +359,15 @@ def _resolve_path(value: object, key: str, base_dir: Path) -> Path:
 def _reject_unknown(mapping: Mapping[Any, Any], known: set[str], prefix: str) -> None:
     for key in mapping:
         if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{prefix}{_shown(key)}: unknown key (known: {', '.join(sorted(known))})"
+            )
+
+
+def _shown(value: object) -> str:
+    """``value`` as text for a one-line message: quoted when it holds unprintable characters."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
