@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -103,20 +104,15 @@ _UNIT_NOTE = " (in the asset's unit; USD totals in multi-assets mode)."
 
 def collect(states: Iterable[AccountState], now: float, version: str) -> list[Metric]:
     """The metric families for ``states`` as of ``now``: what one scrape shows."""
-    states = sorted(states, key=lambda state: state.name)
-    families: list[Metric] = []
-    families += _account_families([(s.name, s.live_snapshot(now)) for s in states])
-    families += _rate_limit_families(states)
-    families += _health_families(states)
-    build_info = GaugeMetricFamily(f"{_PREFIX}_exporter_build_info",
-                                   "Version of the exporter; always 1.", labels=["version"])
-    build_info.add_metric([version], 1)
-    families.append(build_info)
-    return families
+    return [*_account_state_families(states, now), _build_info(version)]
 
 
 def render_page(states: Iterable[AccountState], now: float, version: str) -> Page:
-    """Both exposition formats of :func:`collect`, encoded by prometheus_client itself."""
+    """Both exposition formats of :func:`collect`, encoded by prometheus_client itself.
+
+    The reference rendering: :class:`Exposition` produces the same bytes
+    while re-encoding only the accounts that changed.
+    """
     collector = _Families(collect(states, now, version))
     return Page.from_bodies(
         exposition.generate_latest(collector),  # type: ignore[arg-type]
@@ -138,6 +134,23 @@ class _Families:
 
     def collect(self) -> list[Metric]:
         return self._families
+
+
+def _account_state_families(states: Iterable[AccountState], now: float) -> list[Metric]:
+    """Every per-account family, in a fixed order, samples ordered by account name."""
+    ordered = sorted(states, key=lambda state: state.name)
+    return [
+        *_account_families([(s.name, s.live_snapshot(now)) for s in ordered]),
+        *_rate_limit_families(ordered),
+        *_health_families(ordered),
+    ]
+
+
+def _build_info(version: str) -> Metric:
+    build_info = GaugeMetricFamily(f"{_PREFIX}_exporter_build_info",
+                                   "Version of the exporter; always 1.", labels=["version"])
+    build_info.add_metric([version], 1)
+    return build_info
 
 
 def _account_families(
@@ -243,19 +256,34 @@ def _le(bound: float) -> str:
 
 
 class Exposition:
-    """The current :class:`Page`, re-rendered once after each published change.
+    """The current :class:`Page`, re-rendered after each published change.
 
-    Pollers :meth:`publish` new states; :meth:`run` renders in a worker
-    thread (coalescing bursts of changes into one render) and again when a
-    snapshot goes stale. Scrapes call :meth:`page` and get the cached bytes.
+    Pollers :meth:`publish` new states; :meth:`run` renders in a worker thread
+    (coalescing bursts of changes into one render), and again when a snapshot
+    goes stale. Scrapes call :meth:`page` and get the cached bytes.
+
+    A render re-encodes only the accounts whose state changed: each account's
+    samples are encoded by prometheus_client on their own and cut into one
+    chunk per family, and the page is those chunks joined under each family's
+    HELP/TYPE header. Every family lists its samples account by account, so
+    the result is byte for byte what :func:`render_page` makes of all states.
     """
 
     def __init__(self, version: str) -> None:
         self.version = version
-        self._states: dict[str, AccountState] = {}
-        self._changed = asyncio.Event()
-        self._page = render_page((), time.time(), version)
         self.renders = 0
+        self._states: dict[str, AccountState] = {}
+        self._fragments: dict[str, _Fragment] = {}
+        self._changed = asyncio.Event()
+        self._lock = threading.Lock()
+        empty = _encode(_account_state_families((), 0.0))
+        self._text_headers = tuple(header for header, _ in empty.text)
+        self._openmetrics_headers = tuple(header for header, _ in empty.openmetrics)
+        info = _encode([_build_info(version)])
+        self._text_tail = b"".join(header + samples for header, samples in info.text)
+        self._openmetrics_tail = b"".join(
+            header + samples for header, samples in info.openmetrics) + _EOF
+        self._page = self._assemble()
 
     def publish(self, state: AccountState) -> None:
         self._states[state.name] = state
@@ -264,9 +292,10 @@ class Exposition:
     def page(self) -> Page:
         return self._page
 
-    def render_now(self) -> Page:
-        """Render synchronously (start-up, ``--once``) and return the new page."""
-        self._page, _ = self._render(tuple(self._states.values()))
+    def render_now(self, now: float | None = None) -> Page:
+        """Render synchronously (start-up, ``--once``, tests) and return the new page."""
+        self._page, _ = self._render(tuple(self._states.values()),
+                                     time.time() if now is None else now)
         return self._page
 
     async def run(self) -> None:
@@ -277,10 +306,87 @@ class Exposition:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             self._changed.clear()
-            self._page, expiry = await asyncio.to_thread(self._render,
-                                                         tuple(self._states.values()))
+            self._page, expiry = await asyncio.to_thread(
+                self._render, tuple(self._states.values()), time.time())
 
-    def _render(self, states: tuple[AccountState, ...]) -> tuple[Page, float | None]:
-        now = time.time()
-        self.renders += 1
-        return render_page(states, now, self.version), next_expiry(states, now)
+    def _render(self, states: tuple[AccountState, ...],
+                now: float) -> tuple[Page, float | None]:
+        with self._lock:
+            self.renders += 1
+            for state in states:
+                live = state.live_snapshot(now) is not None
+                fragment = self._fragments.get(state.name)
+                if fragment is None or fragment.state is not state or fragment.live != live:
+                    self._fragments[state.name] = _Fragment.of(state, now)
+            return self._assemble(), next_expiry(states, now)
+
+    def _assemble(self) -> Page:
+        fragments = [self._fragments[name] for name in sorted(self._fragments)]
+        text = b"".join(
+            header + b"".join(fragment.text[index] for fragment in fragments)
+            for index, header in enumerate(self._text_headers))
+        openmetrics_text = b"".join(
+            header + b"".join(fragment.openmetrics[index] for fragment in fragments)
+            for index, header in enumerate(self._openmetrics_headers))
+        return Page.from_bodies(text + self._text_tail,
+                                openmetrics_text + self._openmetrics_tail)
+
+
+_EOF = b"# EOF\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """An encoded collector cut into (header lines, sample lines) per family."""
+
+    text: list[tuple[bytes, bytes]]
+    openmetrics: list[tuple[bytes, bytes]]
+
+
+def _encode(families: list[Metric]) -> _Encoded:
+    collector = _Families(families)
+    openmetrics_body = openmetrics.generate_latest(collector)  # type: ignore[arg-type]
+    return _Encoded(
+        _split(exposition.generate_latest(collector)),  # type: ignore[arg-type]
+        _split(openmetrics_body.removesuffix(_EOF)),
+    )
+
+
+def _split(body: bytes) -> list[tuple[bytes, bytes]]:
+    """Cut an exposition into families: each is its ``#`` lines, then its samples.
+
+    A family starts at a ``# HELP`` line; sample lines never start with ``#``
+    and escape newlines in label values, so cutting on lines is exact.
+    """
+    families: list[tuple[bytes, bytes]] = []
+    header: list[bytes] = []
+    samples: list[bytes] = []
+    for line in body.splitlines(keepends=True):
+        if line.startswith(b"# HELP "):
+            if header:
+                families.append((b"".join(header), b"".join(samples)))
+            header, samples = [line], []
+        elif line.startswith(b"#") and not samples:
+            header.append(line)
+        else:
+            samples.append(line)
+    if header:
+        families.append((b"".join(header), b"".join(samples)))
+    return families
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    """One account's samples, encoded once per state, one chunk per family."""
+
+    state: AccountState
+    live: bool  # whether the snapshot was shown (it is dropped once stale)
+    text: tuple[bytes, ...]
+    openmetrics: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, state: AccountState, now: float) -> _Fragment:
+        encoded = _encode(_account_state_families((state,), now))
+        return cls(state, state.live_snapshot(now) is not None,
+                   tuple(samples for _, samples in encoded.text),
+                   tuple(samples for _, samples in encoded.openmetrics))
