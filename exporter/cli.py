@@ -256,7 +256,8 @@ async def run_exporter(config: Config,
 async def _close(pollers: list[AccountPoller]) -> None:
     closing = asyncio.gather(*(poller.close() for poller in pollers), return_exceptions=True)
     try:
-        await asyncio.wait_for(closing, SHUTDOWN_GRACE)
+        async with asyncio.timeout(SHUTDOWN_GRACE):
+            await closing
     except TimeoutError:
         log.warning("some connections did not close within %.1fs", SHUTDOWN_GRACE)
 

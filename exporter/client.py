@@ -203,7 +203,8 @@ class ApiClient:
                 raise ConnectionFailed(f"reconnecting in {wait:.1f}s (backoff after failures)")
             await asyncio.sleep(wait)
         try:
-            ws = await asyncio.wait_for(self._handshake(), timeout=deadline - time.monotonic())
+            async with asyncio.timeout(deadline - time.monotonic()):
+                ws = await self._handshake()
         except TimeoutError:
             self._note_failure()
             raise ConnectionFailed("timed out opening the WebSocket connection") from None
@@ -246,8 +247,11 @@ class ApiClient:
         frame = json.dumps({"id": request_id, "method": method, "params": dict(params)})
         sent_at, started = time.time(), time.monotonic()
         try:
-            await asyncio.wait_for(ws.send(frame), timeout=max(0.0, deadline - started))
-            answer = await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
+            # arrives as the answer does, and the poller would then never stop.
+            async with asyncio.timeout(deadline - started):
+                await ws.send(frame)
+                answer = await future
         except TimeoutError:
             raise RequestTimeout(f"{method}: no answer within {self.request_timeout:g}s") from None
         except ConnectionClosed as exc:

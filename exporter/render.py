@@ -304,7 +304,8 @@ class Exposition:
         while True:
             timeout = None if expiry is None else max(0.0, expiry - time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             self._changed.clear()
             self._page, expiry = await asyncio.to_thread(
                 self._render, tuple(self._states.values()), time.time())
