@@ -6,6 +6,9 @@ position closes and after a balance changes, the four bodies served over HTTP
 pollers' states at that moment. The exposition renders in a worker thread after
 each change, so the comparison is retried until the render has caught up; a
 page that is never re-rendered, or rendered from other states, times out.
+``now`` only decides which snapshots are live; with polls every 250 ms and
+``stale_after`` 750 ms every snapshot is live both when the exporter rendered
+and when the test renders, so the two pages must be byte-identical.
 """
 
 from __future__ import annotations
