@@ -47,11 +47,13 @@ class Page:
 
     @classmethod
     def from_bodies(cls, text: bytes, openmetrics_text: bytes) -> Page:
+        # Level 1: a 3.7 MB page compresses in 12 ms instead of 40 ms at level 6,
+        # for a body 19 % larger (324 kB instead of 273 kB); this runs every poll.
         return cls(
             text=text,
-            text_gzip=gzip.compress(text, compresslevel=6, mtime=0),
+            text_gzip=gzip.compress(text, compresslevel=1, mtime=0),
             openmetrics=openmetrics_text,
-            openmetrics_gzip=gzip.compress(openmetrics_text, compresslevel=6, mtime=0),
+            openmetrics_gzip=gzip.compress(openmetrics_text, compresslevel=1, mtime=0),
         )
 
 
