@@ -200,14 +200,15 @@ def big_states(accounts: int, symbols: int, now: float) -> list[AccountState]:
 
 @contextlib.asynccontextmanager
 async def exporter_running(config: Config) -> AsyncIterator[RunningExporter]:
-    """``run_exporter``, plus a work-around so that leaving it cannot hang.
+    """``run_exporter``, and a guard so that leaving it cannot hang a benchmark.
 
-    On Python 3.11 ``asyncio.wait_for`` returns the result instead of raising
-    when the task is cancelled in the same loop iteration as the awaited future
-    completes (fixed in 3.12). ``ApiClient._send`` awaits answers with
-    ``wait_for``, so a poller cancelled just as its answer arrives loses the
-    cancellation, keeps polling, and ``run_exporter``'s exit waits for it
-    forever. While the exit runs, poller tasks are cancelled again every 50 ms.
+    Before commit f17e811 ``ApiClient`` awaited answers with ``asyncio.wait_for``,
+    which on Python 3.11 returns the result instead of raising when the task is
+    cancelled in the loop iteration where the answer arrives (fixed in 3.12):
+    a poller lost its cancellation and ``run_exporter``'s exit waited forever.
+    The client now uses ``asyncio.timeout``; while the exit runs, poller tasks
+    are still cancelled again every 50 ms, so a regression shows as a slower
+    exit rather than a benchmark that never ends.
     """
     reaper: asyncio.Task[None] | None = None
     try:

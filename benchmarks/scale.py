@@ -87,10 +87,10 @@ def instrument() -> None:
         await original_tick(self)
         RECORDER.ticks.append((self.account.name, start, loop.time(), self.state.up))
 
-    def render(self: Exposition, states: Any) -> Any:
+    def render(self: Exposition, *args: Any, **kwargs: Any) -> Any:
         start = time.monotonic()
         try:
-            return original_render(self, states)
+            return original_render(self, *args, **kwargs)
         finally:
             RECORDER.renders.append((start, time.monotonic() - start))
 

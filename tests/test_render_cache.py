@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 from exporter import __version__
 from exporter.cli import RunningExporter, run_exporter
@@ -33,33 +32,9 @@ VARIANTS = {
 }
 
 
-@contextlib.asynccontextmanager
-async def exporter(simulator: Simulator) -> AsyncIterator[RunningExporter]:
-    """``run_exporter`` polling every 250 ms, whose exit cannot hang.
-
-    On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives in
-    the loop iteration where the awaited answer completes (fixed in 3.12); a
-    poller that loses its cancellation would keep ``run_exporter``'s exit
-    waiting forever. While the exit runs, pollers are cancelled again.
-    """
-    reaper: asyncio.Task[None] | None = None
-    try:
-        async with run_exporter(sim_config(simulator, poll_interval="250ms")) as running:
-            try:
-                yield running
-            finally:
-                reaper = asyncio.create_task(_cancel_pollers_until_gone())
-    finally:
-        if reaper is not None:
-            reaper.cancel()
-
-
-async def _cancel_pollers_until_gone() -> None:
-    while True:
-        for task in asyncio.all_tasks():
-            if task.get_name().startswith("poller-") and not task.done():
-                task.cancel()
-        await asyncio.sleep(0.05)
+def exporter(simulator: Simulator) -> contextlib.AbstractAsyncContextManager[RunningExporter]:
+    """``run_exporter`` polling both simulated accounts every 250 ms."""
+    return run_exporter(sim_config(simulator, poll_interval="250ms"))
 
 
 async def served(url: str) -> Page:
