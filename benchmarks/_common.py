@@ -12,13 +12,12 @@ import multiprocessing
 import os
 import platform
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from exporter import __version__
-from exporter.cli import RunningExporter, run_exporter
 from exporter.config import Config, parse_config
 from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import SimAccount, Simulator
@@ -196,38 +195,6 @@ def big_states(accounts: int, symbols: int, now: float) -> list[AccountState]:
 
 
 # ---------------------------------------------------------------- the exporter in this process
-
-
-@contextlib.asynccontextmanager
-async def exporter_running(config: Config) -> AsyncIterator[RunningExporter]:
-    """``run_exporter``, and a guard so that leaving it cannot hang a benchmark.
-
-    Before commit f17e811 ``ApiClient`` awaited answers with ``asyncio.wait_for``,
-    which on Python 3.11 returns the result instead of raising when the task is
-    cancelled in the loop iteration where the answer arrives (fixed in 3.12):
-    a poller lost its cancellation and ``run_exporter``'s exit waited forever.
-    The client now uses ``asyncio.timeout``; while the exit runs, poller tasks
-    are still cancelled again every 50 ms, so a regression shows as a slower
-    exit rather than a benchmark that never ends.
-    """
-    reaper: asyncio.Task[None] | None = None
-    try:
-        async with run_exporter(config) as running:
-            try:
-                yield running
-            finally:
-                reaper = asyncio.create_task(_cancel_pollers_until_gone())
-    finally:
-        if reaper is not None:
-            reaper.cancel()
-
-
-async def _cancel_pollers_until_gone() -> None:
-    while True:
-        for task in asyncio.all_tasks():
-            if task.get_name().startswith("poller-") and not task.done():
-                task.cancel()
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------- HTTP client for asyncio

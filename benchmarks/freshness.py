@@ -25,7 +25,6 @@ from benchmarks._common import (
     account_entry,
     account_name,
     add_accounts,
-    exporter_running,
     loopback_config,
     ms,
     percentile,
@@ -33,6 +32,7 @@ from benchmarks._common import (
     print_table,
 )
 from exporter import __version__
+from exporter.cli import run_exporter
 from exporter.render import render_page
 from exporter.simulator import SimAccount, Simulator
 
@@ -60,7 +60,7 @@ async def run(args: argparse.Namespace) -> tuple[list[float], float, float]:
         account = sim.accounts[account_name(0)]
         config = loopback_config(sim.url, [account_entry(i) for i in range(args.accounts)],
                                  poll_interval=f"{args.interval}s")
-        async with exporter_running(config) as running:
+        async with run_exporter(config) as running:
             scraper = Scraper(running.server.port)
             await trial(account, scraper, "1000.5")  # the first poll (connects) is not counted
             delays = []

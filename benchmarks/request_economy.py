@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from benchmarks._common import (
     Scraper,
     add_accounts,
-    exporter_running,
     loopback_config,
     ms,
     percentile,
     print_header,
     print_table,
 )
+from exporter.cli import run_exporter
 from exporter.simulator import ACCOUNT_METHOD, Simulator
 
 
@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> tuple[Simulator, ScrapeCounts, float]
         accounts = add_accounts(sim, args.accounts)
         config = loopback_config(sim.url, accounts, poll_interval=f"{args.interval}s")
         loop = asyncio.get_running_loop()
-        async with exporter_running(config) as running:
+        async with run_exporter(config) as running:
             started = loop.time()
             until = started + args.duration
             await asyncio.gather(*(

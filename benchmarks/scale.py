@@ -37,14 +37,13 @@ from typing import Any
 from benchmarks._common import (
     ChildSimulator,
     account_entry,
-    exporter_running,
     loopback_config,
     ms,
     percentile,
     print_header,
     print_table,
 )
-from exporter.cli import WEIGHT_REFUSE, WEIGHT_WARN
+from exporter.cli import WEIGHT_REFUSE, WEIGHT_WARN, run_exporter
 from exporter.config import parse_config
 from exporter.poller import STATUS_WEIGHT, AccountPoller, weight_budget
 from exporter.render import Exposition
@@ -141,7 +140,7 @@ async def measure(url: str, accounts: int, interval: float, rounds: int) -> Resu
                              poll_interval=f"{interval}s", weight_limit=10**9)
     loop = asyncio.get_running_loop()
     lags: list[float] = []
-    async with exporter_running(config):
+    async with run_exporter(config):
         started = loop.time()
         window = (started + interval, started + interval * (1 + rounds))
         await asyncio.sleep(window[0] - loop.time())

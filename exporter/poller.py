@@ -80,7 +80,9 @@ class AccountPoller:
             clock_offset=0.0,
         )
         self._clock_offset = 0.0
-        self._last_clock_sync = -math.inf  # monotonic
+        # Every new connection measures the clock before its first request, so the
+        # periodic measurement only counts from construction.
+        self._last_clock_sync = time.monotonic()
         self.last_error: RequestError | None = None
 
     @property

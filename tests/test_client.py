@@ -11,7 +11,7 @@ import pytest
 from exporter.client import ApiClient, ConnectionFailed, ConnectionLost, RequestTimeout
 from exporter.signing import HmacSigner, signed
 from exporter.simulator import Delay, Drop, RawFrame, Simulator
-from tests.conftest import HMAC_KEY, HMAC_SECRET
+from tests.conftest import HMAC_KEY, HMAC_SECRET, wait_for
 
 
 def status_params(sim: Simulator) -> dict[str, object]:
@@ -144,3 +144,22 @@ async def test_answer_over_max_frame_size_is_refused(simulator: Simulator) -> No
         await client.request("v2/account.status", status_params(simulator))
     await client.close()
     assert getattr(caught.value, "reason", None) == "bad_response"
+
+
+async def test_cancel_arriving_with_the_answer_is_not_lost(simulator: Simulator) -> None:
+    """A poller cancelled in the same loop step as its answer arrives must stop.
+
+    (Python 3.11's ``asyncio.wait_for`` returns the answer instead, which left
+    pollers running after shutdown.)
+    """
+    client = ApiClient(simulator.url, name="t")
+    await client.request("session.status")  # connected
+    simulator.inject(Delay(5, method="session.status"))
+    task = asyncio.create_task(client.request("session.status"))
+    await wait_for(lambda: client._pending)
+    (_, future), = client._pending.values()
+    future.set_result(object())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await client.close()

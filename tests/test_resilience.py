@@ -342,3 +342,13 @@ async def test_session_logon_once_per_connection_and_again_after_reconnect(
     assert methods.count("session.logon") == 2
     assert methods.count("v2/account.status") == 4
     assert errors(poller) == {}
+
+
+async def test_one_clock_measurement_per_connection_at_start(simulator: Simulator) -> None:
+    config = sim_config(simulator, accounts=[ONEWAY], poll_interval="200ms")
+    async with run_exporter(config) as running:
+        await scrape_when_up(running.server.url, ("oneway",))
+        await asyncio.sleep(0.5)
+    methods = [r.method for r in simulator.requests]
+    assert methods.count("session.status") == 1  # at connect; the next is clock_sync_interval away
+    assert methods.count("v2/account.status") >= 3
