@@ -122,7 +122,9 @@ async def run(args: argparse.Namespace) -> list[Sample]:
                 return await observe(sim, process, port, args)
             finally:
                 process.terminate()
-                process.wait(10)
+                # in a thread: the simulator shares this event loop and must answer
+                # the exporter's close frames while it shuts down
+                await asyncio.to_thread(process.wait, 10)
                 log.close()
                 errors = Path(tmp, "exporter.log").read_text(errors="replace").strip()
                 if errors:
