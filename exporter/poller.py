@@ -79,7 +79,6 @@ class AccountPoller:
             durations=RequestDurations.empty(DURATION_BUCKETS), backoff_until=0.0,
             clock_offset=0.0,
         )
-        self._clock_offset = 0.0
         # Every new connection measures the clock before its first request, so the
         # periodic measurement only counts from construction.
         self._last_clock_sync = time.monotonic()
@@ -189,9 +188,9 @@ class AccountPoller:
         server_time = answer.result.get("serverTime") if isinstance(answer.result, dict) else None
         if type(server_time) is not int:
             raise BadResponse("session.status answer has no integer serverTime")
-        self._clock_offset = server_time / 1000 - (answer.sent_at + answer.received_at) / 2
+        offset = server_time / 1000 - (answer.sent_at + answer.received_at) / 2
         self._last_clock_sync = time.monotonic()
-        self._state = _replace(self._state, clock_offset=self._clock_offset)
+        self._state = _replace(self._state, clock_offset=offset)
         self._publish(self._state)
 
     async def _sync_clock_quietly(self) -> None:
@@ -206,7 +205,7 @@ class AccountPoller:
             self._note_connections()
 
     def _timestamp(self) -> int:
-        return int((time.time() + self._clock_offset) * 1000)
+        return int((time.time() + self._state.clock_offset) * 1000)
 
     def _record_success(self, snapshot: AccountSnapshot) -> None:
         if self.last_error is not None:
@@ -236,10 +235,10 @@ class AccountPoller:
         if not isinstance(exc, ApiError):
             return 0.0
         given = exc.retry_after()
-        local_given = given - self._clock_offset if given is not None else None
+        local_given = given - self._state.clock_offset if given is not None else None
         if exc.reason == "rate_limited":
-            server_now = now + self._clock_offset
-            next_minute = (math.floor(server_now / 60) + 1) * 60 - self._clock_offset
+            server_now = now + self._state.clock_offset
+            next_minute = (math.floor(server_now / 60) + 1) * 60 - self._state.clock_offset
             return local_given if local_given is not None else next_minute
         if exc.reason == "banned":
             return local_given if local_given is not None else now + BAN_FALLBACK
