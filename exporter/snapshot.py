@@ -9,9 +9,10 @@ decimal strings; they are parsed strictly (no ``""``, ``"abc"``, ``"NaN"``,
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -36,9 +37,8 @@ POSITION_FIELDS = (
     "initialMargin", "maintMargin",
 )
 
-_DECIMAL = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?")
-# The same numbers, each followed by NUL: validates a whole row in one call.
-_decimals_match = re.compile(r"(?:-?\d{1,40}(?:\.\d{1,40})?\x00)+").fullmatch
+_DECIMAL_PATTERN = r"-?\d{1,40}(?:\.\d{1,40})?"
+_DECIMAL = re.compile(_DECIMAL_PATTERN)
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
 
 
@@ -201,12 +201,22 @@ def _amounts(entry: Mapping[str, Any], names: tuple[str, ...], where: str) -> tu
     """
     values = [entry.get(name) for name in names]
     try:
-        joined = "\x00".join(values) + "\x00"  # TypeError unless every value is a string
+        joined = "\x00".join(values)  # TypeError unless every value is a string
     except TypeError:
         joined = ""
-    if _decimals_match(joined):
+    if _row_of(len(names))(joined):
         return tuple(map(float, values))
     return tuple(_amount(entry, name, where) for name in names)
+
+
+@functools.cache
+def _row_of(count: int) -> Callable[[str], re.Match[str] | None]:
+    """Matches exactly ``count`` decimals joined by NUL: a whole row in one regex call.
+
+    The exact count matters: a value that itself holds a NUL would otherwise
+    pass as two numbers.
+    """
+    return re.compile(rf"{_DECIMAL_PATTERN}(?:\x00{_DECIMAL_PATTERN}){{{count - 1}}}").fullmatch
 
 
 def _amount(entry: Mapping[str, Any], name: str, where: str) -> float:

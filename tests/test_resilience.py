@@ -148,8 +148,12 @@ def _position_amount(value: str) -> Callable[[dict[str, Any]], None]:
     _asset_without_name,
     _duplicate_symbol,
     _position_amount("1" * 400),
+    _position_amount("1\x002"),
+    _position_amount(" 1"),
+    _position_amount("1_000"),
 ], ids=["missing-total", "empty", "abc", "NaN", "1e400", "inf", "bool", "no-assets",
-        "positions-object", "asset-without-name", "duplicate-symbol", "overflow"])
+        "positions-object", "asset-without-name", "duplicate-symbol", "overflow", "nul-inside",
+        "space", "underscore"])
 async def test_malformed_answer_is_rejected_whole_and_last_good_kept(
         simulator: Simulator, mutate: Callable[[dict[str, Any]], None]) -> None:
     poller = make_poller(simulator)
