@@ -37,8 +37,9 @@ POSITION_FIELDS = (
     "initialMargin", "maintMargin",
 )
 
-_DECIMAL_PATTERN = r"-?\d{1,40}(?:\.\d{1,40})?"
+_DECIMAL_PATTERN = r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?"  # ASCII only: \d matches any Unicode digit
 _DECIMAL = re.compile(_DECIMAL_PATTERN)
+_MAX_INTEGER = 2**53  # integers beyond this are not exact as floats (ms times are ~2**41)
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
 
 
@@ -226,7 +227,10 @@ def _amount(entry: Mapping[str, Any], name: str, where: str) -> float:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not (is_decimal_string or is_number):
         raise MalformedAnswer(f"{where}.{name}: expected a decimal number, got {_show(value)}")
-    number = float(value)  # type: ignore[arg-type]
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
     if not math.isfinite(number):
         raise MalformedAnswer(f"{where}.{name}: number out of range, got {_show(value)}")
     return number
@@ -234,7 +238,7 @@ def _amount(entry: Mapping[str, Any], name: str, where: str) -> float:
 
 def _integer(entry: Mapping[str, Any], name: str, where: str) -> int:
     value = entry.get(name)
-    if type(value) is not int or value < 0:
+    if type(value) is not int or not 0 <= value <= _MAX_INTEGER:
         raise MalformedAnswer(
             f"{where}.{name}: expected a non-negative integer, got {_show(value)}"
         )

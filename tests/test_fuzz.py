@@ -15,7 +15,9 @@ from exporter.client import ApiClient
 from exporter.config import ConfigError, load_config, parse_config
 from exporter.snapshot import MalformedAnswer, parse_account_status, parse_rate_limits
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+           | st.integers(min_value=2**60, max_value=10**400)  # beyond float range
+           | st.sampled_from(["1\x002", "1_0", " 1", "-0", "1.", ".5", "0x10", "\u0661"]))
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
         st.text(max_size=12), inner, max_size=4), max_leaves=20)

@@ -125,11 +125,17 @@ def _asset_without_name(result: dict[str, Any]) -> None:
     del result["assets"][0]["asset"]
 
 
+def _asset_update_time(value: object) -> Callable[[dict[str, Any]], None]:
+    def mutate(result: dict[str, Any]) -> None:
+        result["assets"][0]["updateTime"] = value
+    return mutate
+
+
 def _duplicate_symbol(result: dict[str, Any]) -> None:
     result["positions"].append(dict(result["positions"][0]))
 
 
-def _position_amount(value: str) -> Callable[[dict[str, Any]], None]:
+def _position_amount(value: object) -> Callable[[dict[str, Any]], None]:
     def mutate(result: dict[str, Any]) -> None:
         result["positions"][-1]["positionAmt"] = value
     return mutate
@@ -151,9 +157,13 @@ def _position_amount(value: str) -> Callable[[dict[str, Any]], None]:
     _position_amount("1\x002"),
     _position_amount(" 1"),
     _position_amount("1_000"),
+    _position_amount(10**400),
+    _asset_update_time(10**400),
+    _position_amount("\u0661"),  # ARABIC-INDIC DIGIT ONE: float() takes it, Binance never sends it
 ], ids=["missing-total", "empty", "abc", "NaN", "1e400", "inf", "bool", "no-assets",
         "positions-object", "asset-without-name", "duplicate-symbol", "overflow", "nul-inside",
-        "space", "underscore"])
+        "space", "underscore", "huge-json-integer", "huge-update-time",
+        "unicode-digit"])
 async def test_malformed_answer_is_rejected_whole_and_last_good_kept(
         simulator: Simulator, mutate: Callable[[dict[str, Any]], None]) -> None:
     poller = make_poller(simulator)
