@@ -107,18 +107,18 @@ _ACCOUNT_KEYS = {"name", "session_logon"} | {
 def parse_duration(value: object, key: str) -> float:
     """``15s``, ``2m``, ``500ms``, ``1h30m`` or a plain number of seconds -> seconds (> 0)."""
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {value!r}")
+        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {_brief(value)}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else float("inf")
     elif isinstance(value, str) and value and _DURATION_PART.sub("", value.strip()) == "":
         seconds = sum(
             float(number) * _DURATION_UNITS[unit]
             for number, unit in _DURATION_PART.findall(value.strip())
         )
     else:
-        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {value!r}")
+        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {_brief(value)}")
     if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{key}: must be a positive duration, got {value!r}")
+        raise ConfigError(f"{key}: must be a positive duration, got {_brief(value)}")
     return seconds
 
 
@@ -128,7 +128,9 @@ def parse_size(value: object, key: str) -> int:
         return value
     match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
     if match is None or match.group(2) not in _SIZE_UNITS or int(match.group(1)) == 0:
-        raise ConfigError(f"{key}: expected a positive size like 4MiB or 1048576, got {value!r}")
+        raise ConfigError(
+            f"{key}: expected a positive size like 4MiB or 1048576, got {_brief(value)}"
+        )
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
@@ -142,7 +144,7 @@ def parse_listen(value: object, key: str = "listen") -> tuple[str, int]:
     elif ":" in host:
         raise ConfigError(f"{key}: write IPv6 addresses in brackets, e.g. [::1]:{DEFAULT_PORT}")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key}: expected HOST:PORT with a port 1-65535, got {value!r}")
+        raise ConfigError(f"{key}: expected HOST:PORT with a port 1-65535, got {_brief(value)}")
     return host, int(port)
 
 
@@ -221,7 +223,7 @@ def _parse_endpoint(value: object) -> str:
     if isinstance(value, str) and re.fullmatch(r"wss?://[^\s/]+(/\S*)?", value):
         return value
     raise ConfigError(
-        f"endpoint: expected production, testnet or a ws:// or wss:// URL, got {value!r}"
+        f"endpoint: expected production, testnet or a ws:// or wss:// URL, got {_brief(value)}"
     )
 
 
@@ -232,14 +234,14 @@ def _parse_recv_window(value: object) -> int:
         milliseconds = round(parse_duration(value, "recv_window") * 1000)
     if not 0 < milliseconds <= MAX_RECV_WINDOW_MS:
         raise ConfigError(
-            f"recv_window: must be 1 to {MAX_RECV_WINDOW_MS} milliseconds, got {value!r}"
+            f"recv_window: must be 1 to {MAX_RECV_WINDOW_MS} milliseconds, got {_brief(value)}"
         )
     return milliseconds
 
 
 def _parse_positive_int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+        raise ConfigError(f"{key}: expected a positive integer, got {_brief(value)}")
     return value
 
 
@@ -265,7 +267,7 @@ def _parse_account(entry: object, prefix: str, base_dir: Path) -> Account:
     if not isinstance(name, str) or not _ACCOUNT_NAME.fullmatch(name):
         raise ConfigError(
             f"{prefix}.name: required; 1-64 characters of letters, digits and _.:@- "
-            f"starting with a letter or digit, got {name!r}"
+            f"starting with a letter or digit, got {_brief(name)}"
         )
     prefix = f"{prefix} ({name})"
     secrets = {
@@ -362,6 +364,12 @@ def _reject_unknown(mapping: Mapping[Any, Any], known: set[str], prefix: str) ->
             raise ConfigError(
                 f"{prefix}{_shown(key)}: unknown key (known: {', '.join(sorted(known))})"
             )
+
+
+def _brief(value: object) -> str:
+    """``repr(value)``, cut short: error messages echo what was given, not all of it."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _shown(value: object) -> str:
