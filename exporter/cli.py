@@ -163,11 +163,11 @@ def _weight_fits(config: Config) -> bool:
     budget = weight_budget(config)
     if budget.usage <= WEIGHT_WARN:
         return True
-    fits = budget.fitting_interval(len(config.accounts))
+    fits = budget.fitting_interval(config.poll_interval, WEIGHT_WARN)
+    advice = f"poll_interval {fits:g}s or more would fit, or " if fits else ""
     text = (f"{len(config.accounts)} accounts every {config.poll_interval:g}s need "
             f"{budget.first_minute:.0f} weight/min, {budget.usage:.0%} of the {budget.limit} "
-            f"per-IP limit; poll_interval {fits:g}s or more would fit, or split accounts over "
-            f"replicas with their own IPs")
+            f"per-IP limit; {advice}split accounts over replicas with their own IPs")
     if budget.usage > WEIGHT_REFUSE:
         print(f"error: poll_interval: {text}", file=sys.stderr)
         return False

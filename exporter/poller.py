@@ -246,10 +246,9 @@ class AccountPoller:
             return now + self.config.auth_retry_interval
         return 0.0
 
-    def _count_error(self, exc: BaseException) -> None:
-        reason = exc.reason if isinstance(exc, RequestError) else "api_error"
+    def _count_error(self, exc: RequestError) -> None:
         errors = dict(self._state.errors)
-        errors[reason] = errors.get(reason, 0) + 1
+        errors[exc.reason] = errors.get(exc.reason, 0) + 1
         self._state = _replace(self._state, errors=errors)
 
     def _keep_rate_limits(self, raw: Sequence[object]) -> None:
@@ -273,27 +272,47 @@ def _advice(reason: str) -> str:
 
 @dataclass(frozen=True)
 class WeightBudget:
-    """REQUEST_WEIGHT per minute this configuration needs against the per-IP limit."""
+    """REQUEST_WEIGHT per minute this configuration needs against the per-IP limit.
 
-    steady_per_minute: float
-    first_minute: float
+    ``polls`` is what the polls cost per minute, ``clock_checks`` the periodic
+    ``session.status``; ``connects`` (with their clock check and logon) are
+    paid once, counted in the first minute.
+    """
+
+    polls: float
+    clock_checks: float
+    connects: float
     limit: int
+
+    @property
+    def steady_per_minute(self) -> float:
+        return self.polls + self.clock_checks
+
+    @property
+    def first_minute(self) -> float:
+        return self.steady_per_minute + self.connects
 
     @property
     def usage(self) -> float:
         return self.first_minute / self.limit
 
-    def fitting_interval(self, accounts: int, share: float = 0.5) -> float:
-        """The shortest poll interval that keeps the steady weight under ``share`` of the limit."""
-        return 60 * STATUS_WEIGHT * accounts / (share * self.limit)
+    def fitting_interval(self, poll_interval: float, share: float) -> float | None:
+        """The shortest whole-second interval whose first minute stays within ``share``.
+
+        None when no interval fits (the connects alone take more than the share).
+        """
+        room = share * self.limit - self.clock_checks - self.connects
+        return math.ceil(poll_interval * self.polls / room) if room > 0 else None
 
 
 def weight_budget(config: Config) -> WeightBudget:
     """What polling every account costs: 5 per poll, plus connects and clock checks."""
     accounts = len(config.accounts)
-    per_account = (60 / config.poll_interval * STATUS_WEIGHT
-                   + 60 / config.clock_sync_interval * SESSION_WEIGHT)
-    connect = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
-                  for account in config.accounts)
-    return WeightBudget(per_account * accounts, per_account * accounts + connect,
-                        config.weight_limit)
+    connects = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
+                   for account in config.accounts)
+    return WeightBudget(
+        polls=accounts * 60 / config.poll_interval * STATUS_WEIGHT,
+        clock_checks=accounts * 60 / config.clock_sync_interval * SESSION_WEIGHT,
+        connects=connects,
+        limit=config.weight_limit,
+    )

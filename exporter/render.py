@@ -273,7 +273,6 @@ class Exposition:
 
     def __init__(self, version: str) -> None:
         self.version = version
-        self.renders = 0
         self._states: dict[str, AccountState] = {}
         self._fragments: dict[str, _Fragment] = {}
         self._changed = asyncio.Event()
@@ -315,7 +314,6 @@ class Exposition:
     def _render(self, states: tuple[AccountState, ...],
                 now: float) -> tuple[Page, float | None]:
         with self._lock:
-            self.renders += 1
             for state in states:
                 live = state.live_snapshot(now) is not None
                 fragment = self._fragments.get(state.name)
