@@ -8,7 +8,13 @@ weight 5). A frame it cannot match is logged once per kind and dropped; it
 never stops the reader.
 
 Every failure is a :class:`RequestError` whose ``reason`` is one of
-:data:`REASONS`, the label values of ``binance_futures_request_errors_total``.
+:data:`exporter.state.REASONS`, the label values of
+``binance_futures_request_errors_total``.
+
+Liveness is judged by requests, not pings: the exporter sends one every poll,
+each with a deadline, and a connection that lets one time out is replaced.
+The client sends no pings of its own (Binance pings every 3 minutes and the
+library answers), so a slow pong can never cost a healthy connection.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,10 +45,6 @@ log = logging.getLogger(__name__)
 _websockets_log = logging.getLogger("exporter.websockets")
 _websockets_log.setLevel(logging.INFO)
 
-REASONS = (
-    "timeout", "connection", "auth", "clock", "rate_limited", "banned", "bad_response",
-    "api_error",
-)
 _AUTH_CODES = {-2014, -2015, -1022}
 _CLOCK_CODE = -1021
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,})")
@@ -146,6 +149,7 @@ class ApiClient:
         rng: random.Random | None = None,
     ) -> None:
         self.url = url
+        self.host = urlsplit(url).hostname or url
         self.name = name
         self.request_timeout = request_timeout
         self.max_frame_size = max_frame_size
@@ -207,10 +211,10 @@ class ApiClient:
                 ws = await self._handshake()
         except TimeoutError:
             self._note_failure()
-            raise ConnectionFailed("timed out opening the WebSocket connection") from None
+            raise ConnectionFailed(f"timed out connecting to {self.host}") from None
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             self._note_failure()
-            raise ConnectionFailed(f"cannot connect: {_describe(exc)}") from None
+            raise ConnectionFailed(f"cannot connect to {self.host}: {_describe(exc)}") from None
         self.connections_opened += 1
         self._ws, self._opened_at = ws, time.monotonic()
         self._reader = asyncio.create_task(self._read(ws), name=f"ws-reader-{self.name}")
@@ -235,6 +239,7 @@ class ApiClient:
             # buffer lingers until a full GC). Answers are a few kB per poll.
             compression=None,
             close_timeout=2,
+            ping_interval=None,  # see the module docstring: requests are the liveness check
             user_agent_header=f"binance-futures-exporter/{__version__}",
             logger=_websockets_log,
         )
@@ -253,7 +258,16 @@ class ApiClient:
                 await ws.send(frame)
                 answer = await future
         except TimeoutError:
+            # Binance answers in milliseconds; a connection that lets a request time
+            # out may answer pings but never requests again. A new one usually works.
+            self._discard(ws, "a request timed out")
+            self._note_failure()
             raise RequestTimeout(f"{method}: no answer within {self.request_timeout:g}s") from None
+        except ApiError as exc:
+            if exc.reason == "auth":
+                # A session logon is redone only on a new connection; see _read.
+                self._discard(ws, "Binance refused the key")
+            raise
         except ConnectionClosed as exc:
             self._note_failure()
             raise ConnectionLost(f"{method}: connection closed ({_describe(exc)})") from None
@@ -266,16 +280,28 @@ class ApiClient:
                       answer.received_monotonic - started)
 
     async def _read(self, ws: ClientConnection) -> None:
-        """Dispatch every frame of ``ws`` to its waiting request until the connection ends."""
+        """Dispatch every frame of ``ws`` to its waiting request until the connection ends.
+
+        An unsolicited auth error (the key was revoked, or the IP is no longer
+        allowed) ends the connection: a ``session.logon`` is only redone on a new
+        one, so keeping it would keep the account down after the key works again.
+        """
         failure: RequestError
         try:
             async for message in ws:
                 try:
-                    self._dispatch(message)
+                    revoked = self._dispatch(ws, message)
                 except Exception:  # a dead reader would silence the account for good
                     log.exception("account %s: dropped a frame that broke the reader",
                                   self.name)
-            failure = ConnectionLost(f"connection closed by the server ({_describe_close(ws)})")
+                    continue
+                if revoked is not None:
+                    failure = revoked
+                    await ws.close()
+                    break
+            else:
+                failure = ConnectionLost(
+                    f"connection closed by the server ({_describe_close(ws)})")
         except ConnectionClosed as exc:
             failure = (BadResponse(f"answer larger than max_frame_size {self.max_frame_size} B")
                        if _close_code(exc) == _MESSAGE_TOO_BIG
@@ -291,46 +317,71 @@ class ApiClient:
             self._note_failure()
         log.info("account %s: WebSocket connection ended: %s", self.name, failure)
 
-    def _dispatch(self, message: str | bytes) -> None:
+    def _dispatch(self, ws: ClientConnection, message: str | bytes) -> ApiError | None:
+        """Hand one frame to its request; an id-less auth error is returned to end ``ws``."""
         received_at, received_monotonic = time.time(), time.monotonic()
         if isinstance(message, bytes):
-            self._log_once("binary", "ignored a binary frame (Binance sends text)")
-            return
+            self._not_an_answer(ws, "binary", "ignored a binary frame (Binance sends text)")
+            return None
         try:
             frame = json.loads(message)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            self._log_once("non-json", "ignored a text frame that is not JSON")
-            return
+            self._not_an_answer(ws, "non-json", "ignored a text frame that is not JSON")
+            return None
         if not isinstance(frame, dict):
-            self._log_once("not-object", "ignored a JSON frame that is not an object")
-            return
+            self._not_an_answer(ws, "not-object", "ignored a JSON frame that is not an object")
+            return None
         request_id = frame.get("id")
         pending = self._pending.get(request_id) if type(request_id) is int else None
         if pending is None:
-            self._log_unmatched(frame)
-            return
+            return self._unmatched(frame)
         future = pending[1]
         if not future.done():
             try:
                 future.set_result(_parse_answer(frame, received_at, received_monotonic))
             except RequestError as exc:
                 future.set_exception(exc)
+        return None
 
-    def _log_unmatched(self, frame: dict[str, Any]) -> None:
+    def _not_an_answer(self, ws: ClientConnection, kind: str, text: str) -> None:
+        """A frame that cannot be an answer: it fails the request if it can only be its.
+
+        A proxy's error page arriving while one request waits is that request's
+        answer in all but form; waiting out ``request_timeout`` would only hide it.
+        """
+        waiting = [future for sent_on, future in self._pending.values()
+                   if sent_on is ws and not future.done()]
+        if len(waiting) == 1:
+            waiting[0].set_exception(BadResponse(f"{text} instead of an answer"))
+        self._log_once(kind, text)
+
+    def _unmatched(self, frame: dict[str, Any]) -> ApiError | None:
         error = frame.get("error")
         if frame.get("id") is None and isinstance(error, dict):
-            # e.g. -2015 when the key is revoked; the next request will fail the same way.
-            self._log_once("unsolicited", f"Binance sent an unsolicited error: status "
-                           f"{frame.get('status')}, code {error.get('code')}: "
-                           f"{str(error.get('msg'))[:200]}")
-        else:
-            self._log_once("unknown-id", "ignored an answer for an id no request is waiting on "
-                           "(a late answer to a request that already timed out)")
+            # e.g. -2015 when the key is revoked or the IP no longer allowed.
+            exc = _api_error(frame, error)
+            self._log_once("unsolicited", f"Binance sent an unsolicited error: {exc}")
+            return exc if exc.reason == "auth" else None
+        self._log_once("unknown-id", "ignored an answer for an id no request is waiting on "
+                       "(a late answer to a request that already timed out)")
+        return None
 
     def _log_once(self, kind: str, text: str) -> None:
         level = logging.DEBUG if kind in self._logged_kinds else logging.WARNING
         self._logged_kinds.add(kind)
         log.log(level, "account %s: %s", self.name, text)
+
+    def _discard(self, ws: ClientConnection, why: str) -> None:
+        """Stop using ``ws`` now; the next request opens a new connection.
+
+        The transport is aborted rather than closed politely: a connection that
+        stopped answering would hold the caller for the whole close handshake.
+        Its reader then fails whatever else was waiting on it.
+        """
+        if self._ws is ws:
+            log.info("account %s: dropping the WebSocket connection: %s", self.name, why)
+            self._ws = None
+            ws.transport.abort()
 
     def _note_failure(self) -> None:
         """Schedule the next connection after a jittered exponential backoff."""
@@ -369,18 +420,29 @@ def _parse_answer(frame: dict[str, Any], received_at: float,
     status = frame.get("status")
     error = frame.get("error")
     if isinstance(error, dict):
-        code = error.get("code")
-        data = error.get("data")
-        raise ApiError(
-            status if isinstance(status, int) else 0,
-            code if isinstance(code, int) else None,
-            str(error.get("msg", ""))[:500],
-            data if isinstance(data, dict) else None,
-            rate_limits,
-        )
+        raise _api_error(frame, error)
     if status != 200 or "result" not in frame:
         raise BadResponse(f"answer has status {status!r} and no result")
     return _Received(frame["result"], rate_limits, received_at, received_monotonic)
+
+
+def _api_error(frame: dict[str, Any], error: dict[str, Any]) -> ApiError:
+    status, code, data = frame.get("status"), error.get("code"), error.get("data")
+    rate_limits = frame.get("rateLimits")
+    return ApiError(
+        status if type(status) is int else 0,
+        code if type(code) is int else None,
+        printable(str(error.get("msg", ""))[:500]),
+        data if isinstance(data, dict) else None,
+        rate_limits if isinstance(rate_limits, list) else [],
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped: one safe log line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _close_code(exc: ConnectionClosed) -> int | None:
@@ -394,4 +456,4 @@ def _describe_close(ws: ClientConnection) -> str:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return printable(text.splitlines()[0][:200])

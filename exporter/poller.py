@@ -15,7 +15,6 @@ Binance gives, and auth errors wait ``auth_retry_interval``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -36,12 +35,12 @@ from exporter.config import Account, Config
 from exporter.signing import signed
 from exporter.snapshot import (
     AccountSnapshot,
-    AccountState,
     MalformedAnswer,
-    RequestDurations,
+    Problem,
     parse_account_status,
     parse_rate_limits,
 )
+from exporter.state import AccountState
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +72,8 @@ class AccountPoller:
             lifetime=config.connection_lifetime,
             on_open=self._on_open,
         )
-        self._state = AccountState(
-            name=account.name, snapshot=None, expires_at=0.0, rate_limits=(), up=False,
-            last_success=None, errors={}, connections=0,
-            durations=RequestDurations.empty(DURATION_BUCKETS), backoff_until=0.0,
-            clock_offset=0.0,
-        )
+        self._state = AccountState.initial(account.name, DURATION_BUCKETS)
+        self._logged_problems: set[tuple[str, str]] = set()
         # Every new connection measures the clock before its first request, so the
         # periodic measurement only counts from construction.
         self._last_clock_sync = time.monotonic()
@@ -163,12 +158,14 @@ class AccountPoller:
         return self._parse(answer)
 
     def _parse(self, answer: Answer) -> AccountSnapshot:
+        self._keep_rate_limits(answer.rate_limits)
         try:
-            rate_limits = parse_rate_limits(answer.rate_limits)
-            snapshot = parse_account_status(answer.result, received_at=answer.received_at)
+            snapshot, problems = parse_account_status(answer.result,
+                                                      received_at=answer.received_at)
         except MalformedAnswer as exc:
             raise BadResponse(f"malformed answer: {exc}") from None
-        self._state = _replace(self._state, rate_limits=rate_limits,
+        self._note_problems(problems)
+        self._state = _replace(self._state,
                                durations=self._state.durations.observe(answer.round_trip))
         return snapshot
 
@@ -252,9 +249,28 @@ class AccountPoller:
         self._state = _replace(self._state, errors=errors)
 
     def _keep_rate_limits(self, raw: Sequence[object]) -> None:
-        # An error answer's usage report is a bonus; a malformed one changes nothing.
-        with contextlib.suppress(MalformedAnswer):
-            self._state = _replace(self._state, rate_limits=parse_rate_limits(list(raw)))
+        """The usage Binance reported with any answer, an error's included."""
+        rate_limits, problems = parse_rate_limits(list(raw))
+        self._note_problems(problems)
+        self._state = _replace(self._state, rate_limits=rate_limits)
+
+    def _note_problems(self, problems: Sequence[Problem]) -> None:
+        """Count what the tolerant reader skipped; log each kind of problem once."""
+        if not problems:
+            return
+        rows, fields = dict(self._state.rows_skipped), dict(self._state.fields_skipped)
+        for problem in problems:
+            if problem.field is None:
+                key, counts, what = (problem.kind, problem.reason), rows, "skipped a row"
+            else:
+                key, counts, what = (problem.kind, problem.field), fields, "omitted a field"
+            counts[key] = counts.get(key, 0) + 1
+            level = logging.DEBUG if key in self._logged_problems else logging.WARNING
+            self._logged_problems.add(key)
+            log.log(level, "account %s: %s of Binance's answer (%s, %s): %s; the rest is "
+                    "exported (logged once per kind)", self.account.name, what, problem.kind,
+                    problem.field or problem.reason, problem.detail)
+        self._state = _replace(self._state, rows_skipped=rows, fields_skipped=fields)
 
     def _note_connections(self) -> None:
         if self._state.connections != self.client.connections_opened:
@@ -264,7 +280,8 @@ class AccountPoller:
 def _advice(reason: str) -> str:
     return {
         "auth": " (check that the API key exists, is enabled for futures, allows this IP, and "
-                "that the secret or private key matches it)",
+                "that the secret or private key matches it; if this is a Portfolio Margin "
+                "account, it is not supported yet)",
         "clock": " (the local clock is off; run NTP)",
         "banned": " (Binance banned this IP for too many requests)",
     }.get(reason, "")

@@ -19,15 +19,9 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from exporter.client import REASONS
-from exporter.snapshot import (
-    ASSET_FIELDS,
-    POSITION_FIELDS,
-    TOTAL_FIELDS,
-    AccountSnapshot,
-    AccountState,
-    snake_case,
-)
+from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
+from exporter.snapshot import AccountSnapshot
+from exporter.state import REASONS, AccountState
 
 TEXT_CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
@@ -57,51 +51,11 @@ class Page:
         )
 
 
-HELP_TOTALS = {
-    "totalInitialMargin": "Total initial margin required at the current mark price",
-    "totalMaintMargin": "Total maintenance margin required",
-    "totalWalletBalance": "Total wallet balance",
-    "totalUnrealizedProfit": "Total unrealized profit",
-    "totalMarginBalance": "Total margin balance (wallet balance plus unrealized profit)",
-    "totalPositionInitialMargin": "Initial margin required for positions at the current mark price",
-    "totalOpenOrderInitialMargin":
-        "Initial margin required for open orders at the current mark price",
-    "totalCrossWalletBalance": "Cross-margin wallet balance",
-    "totalCrossUnPnl": "Unrealized profit of cross-margin positions",
-    "availableBalance": "Available balance",
-    "maxWithdrawAmount": "Maximum amount that can be transferred out",
-}
-HELP_ASSET = {
-    "walletBalance": "Wallet balance",
-    "unrealizedProfit": "Unrealized profit",
-    "marginBalance": "Margin balance",
-    "maintMargin": "Maintenance margin required",
-    "initialMargin": "Initial margin required at the current mark price",
-    "positionInitialMargin": "Initial margin required for positions at the current mark price",
-    "openOrderInitialMargin": "Initial margin required for open orders at the current mark price",
-    "crossWalletBalance": "Cross-margin wallet balance",
-    "crossUnPnl": "Unrealized profit of cross-margin positions",
-    "availableBalance": "Available balance",
-    "maxWithdrawAmount": "Maximum amount that can be transferred out",
-}
-HELP_POSITION = {
-    "positionAmt": "Position size in contracts (negative when short in one-way mode)",
-    "unrealizedProfit": "Unrealized profit",
-    "isolatedMargin": "Isolated margin",
-    "notional": "Notional value at the mark price (negative when short)",
-    "isolatedWallet": "Isolated wallet balance (0 for cross-margin positions)",
-    "initialMargin": "Initial margin required at the current mark price",
-    "maintMargin": "Maintenance margin required",
-}
-
 _PREFIX = "binance_futures"
-_ACCOUNT_METRICS = tuple((f"{_PREFIX}_account_{snake_case(name)}", HELP_TOTALS[name])
-                         for name in TOTAL_FIELDS)
-_ASSET_METRICS = tuple((f"{_PREFIX}_asset_{snake_case(name)}", HELP_ASSET[name])
-                       for name in ASSET_FIELDS)
-_POSITION_METRICS = tuple((f"{_PREFIX}_position_{snake_case(name)}", HELP_POSITION[name])
-                          for name in POSITION_FIELDS)
-_UNIT_NOTE = " (in the asset's unit; USD totals in multi-assets mode)."
+_ACCOUNT_METRICS = tuple((f"{_PREFIX}_account_{f.metric_suffix}", f.help) for f in TOTAL_FIELDS)
+_ASSET_METRICS = tuple((f"{_PREFIX}_asset_{f.metric_suffix}", f.help) for f in ASSET_FIELDS)
+_POSITION_METRICS = tuple((f"{_PREFIX}_position_{f.metric_suffix}", f.help)
+                          for f in POSITION_FIELDS)
 
 
 def collect(states: Iterable[AccountState], now: float, version: str) -> list[Metric]:
@@ -159,9 +113,9 @@ def _account_families(
     snapshots: list[tuple[str, AccountSnapshot | None]],
 ) -> list[Metric]:
     live = [(name, snapshot) for name, snapshot in snapshots if snapshot is not None]
-    totals = [GaugeMetricFamily(name, text + _UNIT_NOTE, labels=["account"])
+    totals = [GaugeMetricFamily(name, text, labels=["account"])
               for name, text in _ACCOUNT_METRICS]
-    assets = [GaugeMetricFamily(name, text + _UNIT_NOTE, labels=["account", "asset"])
+    assets = [GaugeMetricFamily(name, text, labels=["account", "asset"])
               for name, text in _ASSET_METRICS]
     margin_available = GaugeMetricFamily(
         f"{_PREFIX}_asset_margin_available",
@@ -169,8 +123,9 @@ def _account_families(
         labels=["account", "asset"])
     asset_updated = GaugeMetricFamily(
         f"{_PREFIX}_asset_update_timestamp_seconds",
-        "When Binance last updated the asset balance (Unix time).", labels=["account", "asset"])
-    positions = [GaugeMetricFamily(name, text + ".", labels=["account", "symbol", "position_side"])
+        "When Binance last updated the asset balance (Unix time); absent when Binance sends 0.",
+        labels=["account", "asset"])
+    positions = [GaugeMetricFamily(name, text, labels=["account", "symbol", "position_side"])
                  for name, text in _POSITION_METRICS]
     position_updated = GaugeMetricFamily(
         f"{_PREFIX}_position_update_timestamp_seconds",
@@ -182,15 +137,18 @@ def _account_families(
         for asset in snapshot.assets:
             labels = [name, asset.asset]
             for family, value in zip(assets, asset.amounts, strict=True):
-                family.add_metric(labels, value)
+                if value is not None:
+                    family.add_metric(labels, value)
             if asset.margin_available is not None:
                 margin_available.add_metric(labels, 1.0 if asset.margin_available else 0.0)
-            asset_updated.add_metric(labels, asset.update_time)
+            if asset.update_time is not None:
+                asset_updated.add_metric(labels, asset.update_time)
         for position in snapshot.positions:
             labels = [name, position.symbol, position.side]
             for family, value in zip(positions, position.amounts, strict=True):
-                family.add_metric(labels, value)
-            if position.update_time:
+                if value is not None:
+                    family.add_metric(labels, value)
+            if position.update_time is not None:
                 position_updated.add_metric(labels, position.update_time)
     return [*totals, *assets, margin_available, asset_updated, *positions, position_updated]
 
@@ -232,6 +190,15 @@ def _health_families(states: list[AccountState]) -> list[Metric]:
         f"{_PREFIX}_backoff_until_timestamp_seconds",
         "Until when no request is sent after a rate limit, ban or auth error (Unix time; "
         "0 when not backing off).", labels=account)
+    rows_skipped = CounterMetricFamily(
+        f"{_PREFIX}_answer_rows_skipped",
+        "Rows of Binance's answers left out because they could not be read, by kind (asset, "
+        "position, rate_limit) and reason (malformed, bad_identity, duplicate); the rest of "
+        "each answer is exported.", labels=["account", "kind", "reason"])
+    fields_skipped = CounterMetricFamily(
+        f"{_PREFIX}_answer_fields_skipped",
+        "Fields of Binance's answers left out (their series is absent) because they could "
+        "not be read, by kind of row and Binance field name.", labels=["account", "kind", "field"])
     clock_offset = GaugeMetricFamily(
         f"{_PREFIX}_clock_offset_seconds",
         "Binance server time minus local time, as last measured.", labels=account)
@@ -250,7 +217,12 @@ def _health_families(states: list[AccountState]) -> list[Metric]:
         connections.add_metric(name, state.connections)
         backoff.add_metric(name, state.backoff_until)
         clock_offset.add_metric(name, state.clock_offset)
-    return [up, last_success, durations, errors, connections, backoff, clock_offset]
+        for (kind, reason), count in sorted(state.rows_skipped.items()):
+            rows_skipped.add_metric([state.name, kind, reason], count)
+        for (kind, field), count in sorted(state.fields_skipped.items()):
+            fields_skipped.add_metric([state.name, kind, field], count)
+    return [up, last_success, durations, errors, connections, backoff, clock_offset,
+            rows_skipped, fields_skipped]
 
 
 def _le(bound: float) -> str:

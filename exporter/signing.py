@@ -1,8 +1,11 @@
 """Request signing for Binance's SIGNED / USER_DATA WebSocket API methods.
 
 The payload is every request parameter except ``signature``, sorted by name
-and joined as ``k=v`` with ``&``. HMAC-SHA256 keys sign it as lower-case hex;
-Ed25519 and RSA (PKCS#1 v1.5, SHA-256) keys sign it as base64.
+and joined as ``k=v`` with ``&``, values as they are (UTF-8, not
+percent-encoded: the WebSocket API verifies the unencoded text, and a
+percent-encoded non-ASCII value such as a ``币安人生USDT`` symbol gets -1022).
+HMAC-SHA256 keys sign it as lower-case hex; Ed25519 and RSA (PKCS#1 v1.5,
+SHA-256) keys sign it as base64.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Protocol
-from urllib.parse import quote
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -93,14 +95,15 @@ def load_private_key(pem: bytes, passphrase: bytes | None = None) -> Ed25519Sign
 
 
 def payload(params: Mapping[str, object]) -> bytes:
-    """The bytes Binance signs: params sorted by name, ``k=v`` joined with ``&``.
+    """The bytes Binance signs: params sorted by name, raw ``k=v`` joined with ``&``, UTF-8."""
+    return "&".join(f"{name}={_text(value)}" for name, value in sorted(params.items())).encode()
 
-    Values are url-encoded as the official SDK does; for the parameters this
-    exporter sends (key, integers) that is the identity.
-    """
-    return "&".join(
-        f"{name}={quote(str(value), safe='')}" for name, value in sorted(params.items())
-    ).encode()
+
+def _text(value: object) -> str:
+    """A parameter as the JSON request carries it: booleans are ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def signed(params: Mapping[str, object], signer: Signer) -> dict[str, object]:

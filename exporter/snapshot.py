@@ -1,10 +1,25 @@
-"""Immutable, validated views of what Binance answered and of each account's health.
+"""Immutable, validated views of what Binance answered: the tolerant reader.
 
 :func:`parse_account_status` turns the ``result`` of ``v2/account.status``
-into an :class:`AccountSnapshot` or rejects the whole answer with
-:class:`MalformedAnswer`: a half-parsed answer is never served. Amounts are
-decimal strings; they are parsed strictly (no ``""``, ``"abc"``, ``"NaN"``,
-``"inf"``, ``"1e400"``). Fields this module does not know are ignored.
+into an :class:`AccountSnapshot`. One rule decides what in an answer is fatal:
+
+- **Fatal** (:class:`MalformedAnswer`, the whole answer is rejected and the
+  last good snapshot kept): ``result`` is not an object, or one of the eleven
+  totals is missing or not a number. Margin cannot be computed without them.
+- **A row is skipped** (reported as a :class:`Problem`, the rest of the answer
+  kept): an asset or position entry that is not an object, whose identity
+  (asset; symbol and position side) is not a usable label, or that repeats an
+  identity already seen (the first one wins). ``assets`` or ``positions`` that
+  is not a list counts as one malformed row of that kind and yields none.
+- **A field is omitted** (reported, the row kept): one amount, ``updateTime``
+  or ``marginAvailable`` that cannot be parsed. Its series is simply absent.
+
+Numbers are any finite decimal Binance could mean: decimal strings, with an
+exponent too (``1e-8``, ``0E-8``), and JSON numbers; never ``NaN``,
+``inf``, an overflow, an empty string or whitespace. Identities are any text
+without control characters up to :data:`MAX_LABEL_LENGTH` characters
+(``币安人生USDT`` is a real symbol); unknown position sides are kept as given.
+Fields this module does not know are ignored.
 """
 
 from __future__ import annotations
@@ -12,53 +27,63 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS, Field
 
-def snake_case(name: str) -> str:
-    """``totalCrossUnPnl`` -> ``total_cross_un_pnl``."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+__all__ = [
+    "MAX_LABEL_LENGTH",
+    "AccountSnapshot",
+    "AssetBalance",
+    "MalformedAnswer",
+    "Position",
+    "Problem",
+    "RateLimit",
+    "parse_account_status",
+    "parse_rate_limits",
+]
 
-
-TOTAL_FIELDS = (
-    "totalInitialMargin", "totalMaintMargin", "totalWalletBalance", "totalUnrealizedProfit",
-    "totalMarginBalance", "totalPositionInitialMargin", "totalOpenOrderInitialMargin",
-    "totalCrossWalletBalance", "totalCrossUnPnl", "availableBalance", "maxWithdrawAmount",
-)
-ASSET_FIELDS = (
-    "walletBalance", "unrealizedProfit", "marginBalance", "maintMargin", "initialMargin",
-    "positionInitialMargin", "openOrderInitialMargin", "crossWalletBalance", "crossUnPnl",
-    "availableBalance", "maxWithdrawAmount",
-)
-POSITION_FIELDS = (
-    "positionAmt", "unrealizedProfit", "isolatedMargin", "notional", "isolatedWallet",
-    "initialMargin", "maintMargin",
-)
-
-_DECIMAL_PATTERN = r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?"  # ASCII only: \d matches any Unicode digit
+MAX_LABEL_LENGTH = 100
+# ASCII digits only: \d would accept any Unicode digit, which float() also takes.
+_DECIMAL_PATTERN = r"-?(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][-+]?[0-9]{1,4})?"
 _DECIMAL = re.compile(_DECIMAL_PATTERN)
 _MAX_INTEGER = 2**53  # integers beyond this are not exact as floats (ms times are ~2**41)
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
+# C0/C1 controls, line/paragraph separators and lone surrogates (not encodable as UTF-8).
+_NOT_LABEL_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class MalformedAnswer(ValueError):
-    """The answer is not shaped as Binance documents it; the message names the field."""
+    """The answer cannot be used at all; the message names the field."""
+
+
+class Problem(NamedTuple):
+    """Something in an answer that was skipped (a row) or omitted (a field).
+
+    ``kind`` is ``asset``, ``position`` or ``rate_limit``; ``reason`` is
+    ``malformed``, ``bad_identity`` or ``duplicate`` for a skipped row, and
+    ``bad_field`` for an omitted field, named by ``field``.
+    """
+
+    kind: str
+    reason: str
+    field: str | None
+    detail: str  # for the log: where and what, values cut short
 
 
 class AssetBalance(NamedTuple):
     asset: str
-    amounts: tuple[float, ...]  # in ASSET_FIELDS order
+    amounts: tuple[float | None, ...]  # in ASSET_FIELDS order; None where unparseable
     margin_available: bool | None  # present only in multi-assets mode
-    update_time: float  # epoch seconds
+    update_time: float | None  # epoch seconds; None when 0 or unparseable
 
 
 class Position(NamedTuple):
     symbol: str
-    side: str  # BOTH in one-way mode, LONG / SHORT in hedge mode
-    amounts: tuple[float, ...]  # in POSITION_FIELDS order
-    update_time: float  # epoch seconds; 0 when Binance sends 0
+    side: str  # BOTH in one-way mode, LONG / SHORT in hedge mode, or what Binance sends
+    amounts: tuple[float | None, ...]  # in POSITION_FIELDS order; None where unparseable
+    update_time: float | None  # epoch seconds; None when 0 or unparseable
 
 
 class RateLimit(NamedTuple):
@@ -71,7 +96,7 @@ class RateLimit(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class AccountSnapshot:
-    """One complete, valid ``v2/account.status`` answer."""
+    """One usable ``v2/account.status`` answer."""
 
     totals: tuple[float, ...]  # in TOTAL_FIELDS order
     assets: tuple[AssetBalance, ...]
@@ -79,135 +104,152 @@ class AccountSnapshot:
     received_at: float  # epoch seconds
 
 
-@dataclass(frozen=True, slots=True)
-class RequestDurations:
-    """Cumulative histogram counts of request round trips, in seconds."""
-
-    bounds: tuple[float, ...]
-    cumulative_counts: tuple[int, ...]  # one per bound, then +Inf last
-    total: float
-
-    @classmethod
-    def empty(cls, bounds: Sequence[float]) -> RequestDurations:
-        return cls(tuple(bounds), (0,) * (len(bounds) + 1), 0.0)
-
-    def observe(self, seconds: float) -> RequestDurations:
-        counts = tuple(
-            count + (1 if index == len(self.bounds) or seconds <= self.bounds[index] else 0)
-            for index, count in enumerate(self.cumulative_counts)
-        )
-        return RequestDurations(self.bounds, counts, self.total + seconds)
+def parse_account_status(result: object, *,
+                         received_at: float) -> tuple[AccountSnapshot, tuple[Problem, ...]]:
+    """Read a ``v2/account.status`` result; raise :class:`MalformedAnswer` only if fatal."""
+    if not isinstance(result, dict):
+        raise MalformedAnswer(f"result: expected an object, got {type(result).__name__}")
+    totals = _amounts(result, TOTAL_FIELDS)
+    if None in totals:
+        missing = next(f.key for f, v in zip(TOTAL_FIELDS, totals, strict=True) if v is None)
+        raise MalformedAnswer(
+            f"result.{missing}: expected a decimal number, got {_show(result.get(missing))}")
+    problems: list[Problem] = []
+    assets = _rows(result, "assets", "asset", _asset, problems)
+    positions = _rows(result, "positions", "position", _position, problems)
+    snapshot = AccountSnapshot(totals, assets, positions, received_at)  # type: ignore[arg-type]
+    return snapshot, tuple(problems)
 
 
-@dataclass(frozen=True, slots=True)
-class AccountState:
-    """Everything /metrics shows for one account, as of one moment.
+def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem, ...]]:
+    """The ``rateLimits`` of any answer: malformed entries are skipped, never fatal.
 
-    ``snapshot`` is the last good answer; it is shown until ``expires_at``
-    (last success + ``stale_after``) and then dropped, while the health
-    fields are always shown.
+    Entries that repeat (type, interval, intervalNum) become one, the one with
+    the highest count: two series with the same labels would be invalid.
     """
-
-    name: str
-    snapshot: AccountSnapshot | None
-    expires_at: float
-    rate_limits: tuple[RateLimit, ...]
-    up: bool
-    last_success: float | None
-    errors: Mapping[str, int]
-    connections: int
-    durations: RequestDurations
-    backoff_until: float
-    clock_offset: float
-
-    def live_snapshot(self, now: float) -> AccountSnapshot | None:
-        return self.snapshot if self.snapshot is not None and now < self.expires_at else None
-
-
-def parse_account_status(result: object, *, received_at: float) -> AccountSnapshot:
-    """Validate a ``v2/account.status`` result, or raise :class:`MalformedAnswer`."""
-    result = _mapping(result, "result")
-    totals = _amounts(result, TOTAL_FIELDS, "result")
-    assets = tuple(_asset(entry, index)
-                   for index, entry in enumerate(_list(result, "assets", "result")))
-    _reject_duplicates([asset.asset for asset in assets], "assets", "asset")
-    positions = tuple(_position(entry, index)
-                      for index, entry in enumerate(_list(result, "positions", "result")))
-    _reject_duplicates([(p.symbol, p.side) for p in positions], "positions", "symbol and side")
-    return AccountSnapshot(totals, assets, positions, received_at)
-
-
-def parse_rate_limits(raw: object) -> tuple[RateLimit, ...]:
-    """The ``rateLimits`` list of an answer (any answer, errors included)."""
+    if raw is None:
+        return (), ()
     if not isinstance(raw, list):
-        raise MalformedAnswer("rateLimits: expected a list")
-    limits = []
+        return (), (Problem("rate_limit", "malformed", None, "rateLimits: not a list"),)
+    limits: dict[tuple[str, str, int], RateLimit] = {}
+    problems: list[Problem] = []
     for index, entry in enumerate(raw):
-        where = f"rateLimits[{index}]"
-        entry = _mapping(entry, where)
-        limits.append(RateLimit(
-            rate_limit_type=_label(entry, "rateLimitType", where),
-            interval=_label(entry, "interval", where),
-            interval_num=int(_integer(entry, "intervalNum", where)),
-            limit=_amount(entry, "limit", where),
-            count=_amount(entry, "count", where),
-        ))
-    return tuple(limits)
+        limit = _rate_limit(entry)
+        if limit is None:
+            problems.append(Problem("rate_limit", "malformed", None,
+                                    f"rateLimits[{index}]: {_show(entry)}"))
+            continue
+        key = (limit.rate_limit_type, limit.interval, limit.interval_num)
+        if key not in limits or limits[key].count < limit.count:
+            limits[key] = limit
+    return tuple(limits.values()), tuple(problems)
 
 
-def _asset(entry: object, index: int) -> AssetBalance:
-    where = f"assets[{index}]"
-    entry = _mapping(entry, where)
+def _rate_limit(entry: object) -> RateLimit | None:
+    if not isinstance(entry, dict):
+        return None
+    kind, interval = _label(entry.get("rateLimitType")), _label(entry.get("interval"))
+    number = entry.get("intervalNum")
+    limit, count = _amount(entry.get("limit")), _amount(entry.get("count"))
+    if (kind is None or interval is None or type(number) is not int or not 0 < number < 10**6
+            or limit is None or count is None):
+        return None
+    return RateLimit(kind, interval, number, limit, count)
+
+
+_RowParser = Callable[[dict[str, Any], str, list[Problem]], Any]
+
+
+def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
+          problems: list[Problem]) -> tuple[Any, ...]:
+    """Every usable row of ``result[name]``; the others become problems."""
+    entries = result.get(name)
+    if not isinstance(entries, list):
+        problems.append(Problem(kind, "malformed", None, f"{name}: expected a list, got "
+                                                         f"{_show(entries)}"))
+        return ()
+    rows: dict[tuple[str, ...], Any] = {}
+    for index, entry in enumerate(entries):
+        where = f"{name}[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(Problem(kind, "malformed", None, f"{where}: {_show(entry)}"))
+            continue
+        row = parse(entry, where, problems)
+        if row is None:
+            continue
+        identity = tuple(row[:2]) if kind == "position" else (row[0],)
+        if identity in rows:
+            problems.append(Problem(kind, "duplicate", None, f"{where}: {identity!r} again"))
+            continue
+        rows[identity] = row
+    return tuple(rows.values())
+
+
+def _asset(entry: dict[str, Any], where: str, problems: list[Problem]) -> AssetBalance | None:
+    asset = _label(entry.get("asset"))
+    if asset is None:
+        problems.append(Problem("asset", "bad_identity", None,
+                                f"{where}.asset: {_show(entry.get('asset'))}"))
+        return None
+    amounts = _row_amounts(entry, ASSET_FIELDS, "asset", where, problems)
     margin_available = entry.get("marginAvailable")
     if margin_available is not None and not isinstance(margin_available, bool):
-        raise MalformedAnswer(f"{where}.marginAvailable: expected true or false")
-    return AssetBalance(
-        asset=_label(entry, "asset", where),
-        amounts=_amounts(entry, ASSET_FIELDS, where),
-        margin_available=margin_available,
-        update_time=_integer(entry, "updateTime", where) / 1000,
-    )
+        problems.append(Problem("asset", "bad_field", "marginAvailable",
+                                f"{where}.marginAvailable: {_show(margin_available)}"))
+        margin_available = None
+    update_time = _update_time(entry, "asset", where, problems)
+    return AssetBalance(asset, amounts, margin_available, update_time)
 
 
-def _position(entry: object, index: int) -> Position:
-    where = f"positions[{index}]"
-    entry = _mapping(entry, where)
-    return Position(
-        symbol=_label(entry, "symbol", where),
-        side=_label(entry, "positionSide", where),
-        amounts=_amounts(entry, POSITION_FIELDS, where),
-        update_time=_integer(entry, "updateTime", where) / 1000,
-    )
+def _position(entry: dict[str, Any], where: str, problems: list[Problem]) -> Position | None:
+    symbol, side = _label(entry.get("symbol")), _label(entry.get("positionSide"))
+    if symbol is None or side is None:
+        bad = "symbol" if symbol is None else "positionSide"
+        problems.append(Problem("position", "bad_identity", None,
+                                f"{where}.{bad}: {_show(entry.get(bad))}"))
+        return None
+    amounts = _row_amounts(entry, POSITION_FIELDS, "position", where, problems)
+    return Position(symbol, side, amounts, _update_time(entry, "position", where, problems))
 
 
-def _mapping(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise MalformedAnswer(f"{where}: expected an object, got {type(value).__name__}")
-    return value
+def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: str,
+                 problems: list[Problem]) -> tuple[float | None, ...]:
+    amounts = _amounts(entry, fields)
+    if None in amounts:
+        for field, value in zip(fields, amounts, strict=True):
+            if value is None:
+                problems.append(Problem(kind, "bad_field", field.key,
+                                        f"{where}.{field.key}: {_show(entry.get(field.key))}"))
+    return amounts
 
 
-def _list(entry: Mapping[str, Any], name: str, where: str) -> list[Any]:
-    value = entry.get(name)
-    if not isinstance(value, list):
-        raise MalformedAnswer(f"{where}.{name}: expected a list")
-    return value
+def _update_time(entry: Mapping[str, Any], kind: str, where: str,
+                 problems: list[Problem]) -> float | None:
+    """``updateTime`` in epoch seconds; None for 0 (Binance's "never") or when unusable."""
+    value = entry.get("updateTime")
+    if type(value) is int and 0 <= value <= _MAX_INTEGER:
+        return value / 1000 if value else None
+    problems.append(Problem(kind, "bad_field", "updateTime", f"{where}.updateTime: {_show(value)}"))
+    return None
 
 
-def _amounts(entry: Mapping[str, Any], names: tuple[str, ...], where: str) -> tuple[float, ...]:
-    """Several amounts at once, with a fast path for the usual case.
+def _amounts(entry: Mapping[str, Any], fields: tuple[Field, ...]) -> tuple[float | None, ...]:
+    """Several amounts at once, with a fast path for the usual all-strings-valid row.
 
-    Binance sends decimal strings; the pattern allows at most 40 integer
-    digits, so every string it accepts converts to a finite float. Anything
-    else (missing, numbers, junk) goes through :func:`_amount` one by one.
+    The pattern allows at most 40 integer digits, so every string it accepts
+    converts to a float; only an exponent can still overflow, which the
+    finite check after the fast path catches.
     """
-    values = [entry.get(name) for name in names]
+    values = [entry.get(field.key) for field in fields]
     try:
         joined = "\x00".join(values)  # TypeError unless every value is a string
     except TypeError:
         joined = ""
-    if _row_of(len(names))(joined):
-        return tuple(map(float, values))
-    return tuple(_amount(entry, name, where) for name in names)
+    if _row_of(len(fields))(joined):
+        numbers = tuple(map(float, values))
+        if all(map(math.isfinite, numbers)):
+            return numbers
+    return tuple(map(_amount, values))
 
 
 @functools.cache
@@ -220,46 +262,30 @@ def _row_of(count: int) -> Callable[[str], re.Match[str] | None]:
     return re.compile(rf"{_DECIMAL_PATTERN}(?:\x00{_DECIMAL_PATTERN}){{{count - 1}}}").fullmatch
 
 
-def _amount(entry: Mapping[str, Any], name: str, where: str) -> float:
-    """A decimal string (or JSON number) as a finite float."""
-    value = entry.get(name)
-    is_decimal_string = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (is_decimal_string or is_number):
-        raise MalformedAnswer(f"{where}.{name}: expected a decimal number, got {_show(value)}")
+def _amount(value: object) -> float | None:
+    """A decimal string or JSON number as a finite float; None for anything else."""
+    if isinstance(value, str):
+        if _DECIMAL.fullmatch(value) is None:
+            return None
+    elif not isinstance(value, int | float) or isinstance(value, bool):
+        return None
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except OverflowError:  # an integer too large for a float
-        number = math.inf
-    if not math.isfinite(number):
-        raise MalformedAnswer(f"{where}.{name}: number out of range, got {_show(value)}")
-    return number
+        return None
+    return number if math.isfinite(number) else None
 
 
-def _integer(entry: Mapping[str, Any], name: str, where: str) -> int:
-    value = entry.get(name)
-    if type(value) is not int or not 0 <= value <= _MAX_INTEGER:
-        raise MalformedAnswer(
-            f"{where}.{name}: expected a non-negative integer, got {_show(value)}"
-        )
-    return value
-
-
-def _label(entry: Mapping[str, Any], name: str, where: str) -> str:
-    value = entry.get(name)
-    if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
-        raise MalformedAnswer(f"{where}.{name}: expected a short name, got {_show(value)}")
-    return value
-
-
-def _reject_duplicates(keys: list[Any], where: str, what: str) -> None:
-    seen: set[Any] = set()
-    for key in keys:
-        if key in seen:
-            raise MalformedAnswer(f"{where}: the same {what} appears twice: {key!r}")
-        seen.add(key)
+def _label(value: object) -> str | None:
+    """``value`` if it can be a label value: non-empty text, no control characters."""
+    if (isinstance(value, str) and 0 < len(value) <= MAX_LABEL_LENGTH
+            and _NOT_LABEL_TEXT.search(value) is None):
+        return value
+    return None
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    """A short, single-line, escaped rendering of a value for logs and errors."""
+    text = repr(value)  # escapes control characters, keeps printable Unicode
     return text if len(text) <= 40 else text[:37] + "..."
+

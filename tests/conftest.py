@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, parse_config
@@ -23,6 +24,14 @@ HMAC_KEY = "testHmacApiKey0000000000000000000000000000000000000000000000000001"
 HMAC_SECRET = "testHmacSecretXyZ000000000000000000000000000000000000000000000001"
 HEDGE_KEY = "testHedgeApiKey000000000000000000000000000000000000000000000000002"
 HEDGE_SECRET = "testHedgeSecretQwE00000000000000000000000000000000000000000000002"
+
+# Hypothesis strategies for hostile JSON: scalars that look almost like numbers, nesting.
+scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+           | st.integers(min_value=2**60, max_value=10**400)  # beyond float range
+           | st.sampled_from(["1\x002", "1_0", " 1", "-0", "1.", ".5", "0x10", "\u0661"]))
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=12), inner, max_size=4), max_leaves=20)
 
 
 def require_tool(name: str) -> str:

@@ -8,7 +8,14 @@ import socket
 
 import pytest
 
-from exporter.client import ApiClient, ConnectionFailed, ConnectionLost, RequestTimeout
+from exporter.client import (
+    ApiClient,
+    ApiError,
+    BadResponse,
+    ConnectionFailed,
+    ConnectionLost,
+    RequestTimeout,
+)
 from exporter.signing import HmacSigner, signed
 from exporter.simulator import Delay, Drop, RawFrame, Simulator
 from tests.conftest import HMAC_KEY, HMAC_SECRET, wait_for
@@ -32,19 +39,23 @@ async def test_concurrent_requests_get_their_own_answers(simulator: Simulator) -
     assert client.connections_opened == 1
 
 
-async def test_late_answer_for_an_abandoned_id_is_discarded(simulator: Simulator) -> None:
-    client = ApiClient(simulator.url, name="t", request_timeout=0.4)
+async def test_a_timeout_replaces_the_connection_and_the_late_answer_is_lost(
+        simulator: Simulator) -> None:
+    client = ApiClient(simulator.url, name="t", request_timeout=0.4, backoff_min=0.05,
+                       backoff_max=0.1)
     simulator.inject(Delay(0.6, method="session.status"))
     simulator.inject(Delay(0.3))
     try:
         with pytest.raises(RequestTimeout):
             await client.request("session.status")
-        # The late session.status answer arrives while this request waits; it must not
+        await asyncio.sleep(client.reconnect_delay())
+        # The late session.status answer is due while this request waits; it must not
         # be taken for this request's answer.
         answer = await client.request("v2/account.status", status_params(simulator))
     finally:
         await client.close()
     assert "totalWalletBalance" in answer.result and "serverTime" not in answer.result
+    assert client.connections_opened == 2
 
 
 @pytest.mark.parametrize("abrupt", [False, True])
@@ -113,29 +124,70 @@ async def test_tls_failure_is_a_connection_error(simulator: Simulator) -> None:
     await client.close()
 
 
-async def test_junk_frames_are_logged_once_per_kind_and_never_stop_the_reader(
+@pytest.mark.parametrize("frame", [
+    b"\x00\x01binary",
+    "<html><body>502 Bad Gateway</body></html>",
+    "[1, 2, 3]",
+    "[" * 100_000 + "]" * 100_000,  # deeper than json's recursion limit
+], ids=["binary", "html", "not-an-object", "too-deep"])
+async def test_a_frame_that_cannot_be_an_answer_fails_the_one_waiting_request_at_once(
+        simulator: Simulator, frame: str | bytes) -> None:
+    client = ApiClient(simulator.url, name="t", request_timeout=5)
+    simulator.inject(RawFrame(frame, replace=True))
+    try:
+        with pytest.raises(BadResponse, match="instead of an answer"):
+            await client.request("v2/account.status", status_params(simulator))
+        answer = await client.request("v2/account.status", status_params(simulator))
+    finally:
+        await client.close()
+    assert "totalWalletBalance" in answer.result
+    assert client.connections_opened == 1
+    assert not any(r.method == "v2/account.status" and r.id == 3 for r in simulator.requests)
+
+
+async def test_junk_is_ignored_while_several_requests_wait_and_logged_once_per_kind(
         simulator: Simulator, caplog: pytest.LogCaptureFixture) -> None:
     junk = [
         b"\x00\x01binary",
         "not json at all",
         "[1, 2, 3]",
         '{"id": 987654, "status": 200, "result": {}}',
-        '{"id": null, "status": 401, "error": {"code": -2015, "msg": "Invalid API-key"}}',
         '{"id": true, "status": 200, "result": {}}',
-        "[" * 100_000 + "]" * 100_000,  # deeper than json's recursion limit
+        '{"id": null, "status": 500, "error": {"code": -1001, "msg": "Internal\\nerror"}}',
     ]
     client = ApiClient(simulator.url, name="junky")
     with caplog.at_level(logging.DEBUG, logger="exporter.client"):
         for frame in junk * 2:
-            simulator.inject(RawFrame(frame))
-            answer = await client.request("v2/account.status", status_params(simulator))
-            assert "totalWalletBalance" in answer.result
+            simulator.inject(Delay(0.05, method="session.status"))  # still waiting when...
+            simulator.inject(RawFrame(frame))  # ...this comes before the account's answer
+            clock, answer = await asyncio.gather(
+                client.request("session.status"),
+                client.request("v2/account.status", status_params(simulator)))
+            assert "totalWalletBalance" in answer.result and "serverTime" in clock.result
     await client.close()
     warnings = [r.getMessage() for r in caplog.records
                 if r.levelno == logging.WARNING and r.name == "exporter.client"]
-    assert len(warnings) == 5, warnings  # binary, non-JSON, not an object, unknown id, -2015
-    assert any("-2015" in warning for warning in warnings)
+    # binary, non-JSON, not an object, unknown id (twice: 987654 and true), unsolicited
+    assert len(warnings) == 5, warnings
+    assert any("-1001" in warning and "\\n" in warning for warning in warnings)
     assert client.connections_opened == 1
+
+
+async def test_an_unsolicited_auth_error_ends_the_connection(simulator: Simulator) -> None:
+    client = ApiClient(simulator.url, name="t", backoff_min=0.01, backoff_max=0.02)
+    simulator.inject(RawFrame('{"id": null, "status": 401, "error": {"code": -2015, '
+                              '"msg": "Invalid API-key, IP, or permissions for action."}}',
+                              replace=True))
+    try:
+        with pytest.raises(ApiError) as raised:
+            await client.request("v2/account.status", status_params(simulator))
+        await asyncio.sleep(client.reconnect_delay())
+        answer = await client.request("v2/account.status", status_params(simulator))
+    finally:
+        await client.close()
+    assert raised.value.reason == "auth"
+    assert "totalWalletBalance" in answer.result
+    assert client.connections_opened == 2
 
 
 async def test_answer_over_max_frame_size_is_refused(simulator: Simulator) -> None:

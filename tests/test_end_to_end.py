@@ -6,8 +6,8 @@ import asyncio
 
 from exporter import __version__
 from exporter.cli import run_exporter
+from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
 from exporter.simulator import ErrorAnswer, Simulator
-from exporter.snapshot import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS, snake_case
 from tests.conftest import Samples, scrape, scrape_when_up, sim_config, up, wait_for
 
 
@@ -19,19 +19,22 @@ def expected_samples(account: str, result: dict) -> Samples:
         expected[(name, frozenset({"account": account, **labels}.items()))] = value
 
     for field in TOTAL_FIELDS:
-        put(f"binance_futures_account_{snake_case(field)}", {}, float(result[field]))
+        put(f"binance_futures_account_{field.metric_suffix}", {}, float(result[field.key]))
     for asset in result["assets"]:
         labels = {"asset": asset["asset"]}
         for field in ASSET_FIELDS:
-            put(f"binance_futures_asset_{snake_case(field)}", labels, float(asset[field]))
+            put(f"binance_futures_asset_{field.metric_suffix}", labels, float(asset[field.key]))
         if "marginAvailable" in asset:
             put("binance_futures_asset_margin_available", labels,
                 1.0 if asset["marginAvailable"] else 0.0)
-        put("binance_futures_asset_update_timestamp_seconds", labels, asset["updateTime"] / 1000)
+        if asset["updateTime"]:
+            put("binance_futures_asset_update_timestamp_seconds", labels,
+                asset["updateTime"] / 1000)
     for position in result["positions"]:
         labels = {"symbol": position["symbol"], "position_side": position["positionSide"]}
         for field in POSITION_FIELDS:
-            put(f"binance_futures_position_{snake_case(field)}", labels, float(position[field]))
+            put(f"binance_futures_position_{field.metric_suffix}", labels,
+                float(position[field.key]))
         if position["updateTime"]:
             put("binance_futures_position_update_timestamp_seconds", labels,
                 position["updateTime"] / 1000)

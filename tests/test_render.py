@@ -11,12 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import __version__
 from exporter.render import Exposition, render_page
 from exporter.simulator import Simulator
-from exporter.snapshot import (
-    AccountState,
-    RateLimit,
-    RequestDurations,
-    parse_account_status,
-)
+from exporter.snapshot import RateLimit, parse_account_status
+from exporter.state import AccountState, RequestDurations
 
 NOW = 1_800_000_000.0
 
@@ -30,13 +26,14 @@ def states_from_simulator(count: int, seed: int) -> list[AccountState]:
                                   multi_assets=index % 2 == 1, hedge_mode=index % 3 == 1,
                                   positions=index % 4)
         result = json.loads(json.dumps(account.result()))
-        states.append(AccountState(
-            name=account.name,
-            snapshot=parse_account_status(result, received_at=NOW - 1),
+        snapshot, _ = parse_account_status(result, received_at=NOW - 1)
+        states.append(replace(
+            AccountState.initial(account.name, (0.1, 1.0)),
+            snapshot=snapshot,
             expires_at=NOW + 10, rate_limits=(RateLimit("REQUEST_WEIGHT", "MINUTE", 1, 2400, 5),),
             up=True, last_success=NOW - 1, errors={"timeout": index},
             connections=1, durations=RequestDurations.empty((0.1, 1.0)).observe(0.05 * index),
-            backoff_until=0.0, clock_offset=0.001 * index))
+            clock_offset=0.001 * index, rows_skipped={("asset", "duplicate"): index}))
     return states
 
 

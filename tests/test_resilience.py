@@ -21,7 +21,7 @@ from exporter.simulator import (
     Mutate,
     Simulator,
 )
-from exporter.snapshot import AccountState
+from exporter.state import AccountState
 from tests.conftest import (
     HEDGE_KEY,
     HEDGE_SECRET,
@@ -149,20 +149,9 @@ def _position_amount(value: object) -> Callable[[dict[str, Any]], None]:
     _set("totalWalletBalance", "1e400"),
     _set("totalWalletBalance", "inf"),
     _set("totalWalletBalance", True),
-    _set("assets", None),
-    _set("positions", {"BTCUSDT": 1}),
-    _asset_without_name,
-    _duplicate_symbol,
-    _position_amount("1" * 400),
-    _position_amount("1\x002"),
-    _position_amount(" 1"),
-    _position_amount("1_000"),
-    _position_amount(10**400),
-    _asset_update_time(10**400),
-    _position_amount("\u0661"),  # ARABIC-INDIC DIGIT ONE: float() takes it, Binance never sends it
-], ids=["missing-total", "empty", "abc", "NaN", "1e400", "inf", "bool", "no-assets",
-        "positions-object", "asset-without-name", "duplicate-symbol", "overflow", "nul-inside",
-        "space", "underscore", "huge-json-integer", "huge-update-time",
+    _set("totalMaintMargin", 10**400),
+    _set("totalMaintMargin", "\u0661"),  # ARABIC-INDIC DIGIT ONE: float() takes it
+], ids=["missing-total", "empty", "abc", "NaN", "1e400", "inf", "bool", "huge-json-integer",
         "unicode-digit"])
 async def test_malformed_answer_is_rejected_whole_and_last_good_kept(
         simulator: Simulator, mutate: Callable[[dict[str, Any]], None]) -> None:
@@ -176,6 +165,35 @@ async def test_malformed_answer_is_rejected_whole_and_last_good_kept(
     assert not poller.state.up
     assert poller.state.snapshot is good
     assert poller.state.live_snapshot(time.time()) is good  # still served until stale_after
+
+
+@pytest.mark.parametrize(("mutate", "problem"), [
+    (_set("assets", None), ("asset", "malformed")),
+    (_set("positions", {"BTCUSDT": 1}), ("position", "malformed")),
+    (_asset_without_name, ("asset", "bad_identity")),
+    (_duplicate_symbol, ("position", "duplicate")),
+    (_position_amount("1" * 400), ("position", "positionAmt")),
+    (_position_amount("1\x002"), ("position", "positionAmt")),
+    (_position_amount(" 1"), ("position", "positionAmt")),
+    (_position_amount("1_000"), ("position", "positionAmt")),
+    (_position_amount(10**400), ("position", "positionAmt")),
+    (_asset_update_time(10**400), ("asset", "updateTime")),
+    (_position_amount("\u0661"), ("position", "positionAmt")),
+], ids=["no-assets", "positions-object", "asset-without-name", "duplicate-symbol", "overflow",
+        "nul-inside", "space", "underscore", "huge-json-integer", "huge-update-time",
+        "unicode-digit"])
+async def test_a_bad_row_or_field_is_left_out_and_the_account_stays_up(
+        simulator: Simulator, mutate: Callable[[dict[str, Any]], None],
+        problem: tuple[str, str]) -> None:
+    poller = make_poller(simulator)
+    simulator.inject(Mutate(mutate))
+    assert await poller.poll_once()
+    await poller.close()
+    assert errors(poller) == {}
+    state = poller.state
+    counted = {**{k: v for k, v in state.rows_skipped.items() if v}, **state.fields_skipped}
+    assert counted == {problem: 1}
+    assert state.up and state.snapshot is not None
 
 
 async def test_unknown_fields_are_ignored(simulator: Simulator) -> None:

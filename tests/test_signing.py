@@ -42,6 +42,21 @@ def test_hmac_vector_sorted_order_params() -> None:
         "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24")
 
 
+def test_unicode_values_are_signed_raw_not_percent_encoded() -> None:
+    # The WebSocket API verifies the unencoded text; a percent-encoded 币 would get -1022.
+    params = {"apiKey": VECTOR_KEY, "symbol": "币安人生USDT", "timestamp": 1764201600000,
+              "recvWindow": 5000}
+    assert payload(params) == (f"apiKey={VECTOR_KEY}&recvWindow=5000&symbol=币安人生USDT"
+                               "&timestamp=1764201600000").encode()
+    # Computed once with `openssl dgst -sha256 -hmac <secret>` over that UTF-8 text.
+    assert signed(params, HmacSigner(VECTOR_SECRET))["signature"] == (
+        "97105b57f91597eb26789cbbc5c483f873b5b668b89ec719ec9d479d685e6ce5")
+
+
+def test_booleans_are_signed_as_json_writes_them() -> None:
+    assert payload({"returnRateLimits": True, "b": False}) == b"b=false&returnRateLimits=true"
+
+
 def test_signature_is_not_part_of_the_payload() -> None:
     signer = HmacSigner(VECTOR_SECRET)
     once = signed({"apiKey": VECTOR_KEY, "timestamp": 1}, signer)

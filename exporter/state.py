@@ -1,0 +1,94 @@
+"""What /metrics shows of one account at one moment: its last snapshot and its health.
+
+A poller replaces its :class:`AccountState` (immutable) after every change and
+publishes it; the exposition encodes whatever state it was last given. The
+label vocabularies of the health counters live here, beside the state they
+label, so that encoding needs nothing from the client that produces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.snapshot import AccountSnapshot, RateLimit
+
+__all__ = [
+    "REASONS",
+    "SKIPPED_ROW_REASONS",
+    "AccountState",
+    "RequestDurations",
+]
+
+#: Why a request failed: the ``reason`` label of ``binance_futures_request_errors_total``.
+REASONS = (
+    "timeout", "connection", "auth", "clock", "rate_limited", "banned", "bad_response",
+    "api_error",
+)
+
+#: Kinds of answer rows and why one may be skipped; every pair is exported from 0.
+SKIPPED_ROW_REASONS: Mapping[str, tuple[str, ...]] = {
+    "asset": ("malformed", "bad_identity", "duplicate"),
+    "position": ("malformed", "bad_identity", "duplicate"),
+    "rate_limit": ("malformed",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDurations:
+    """Cumulative histogram counts of request round trips, in seconds."""
+
+    bounds: tuple[float, ...]
+    cumulative_counts: tuple[int, ...]  # one per bound, then +Inf last
+    total: float
+
+    @classmethod
+    def empty(cls, bounds: Sequence[float]) -> RequestDurations:
+        return cls(tuple(bounds), (0,) * (len(bounds) + 1), 0.0)
+
+    def observe(self, seconds: float) -> RequestDurations:
+        counts = tuple(
+            count + (1 if index == len(self.bounds) or seconds <= self.bounds[index] else 0)
+            for index, count in enumerate(self.cumulative_counts)
+        )
+        return RequestDurations(self.bounds, counts, self.total + seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Everything /metrics shows for one account, as of one moment.
+
+    ``snapshot`` is the last good answer; it is shown until ``expires_at``
+    (last success + ``stale_after``) and then dropped, while the health
+    fields are always shown.
+    """
+
+    name: str
+    snapshot: AccountSnapshot | None
+    expires_at: float
+    rate_limits: tuple[RateLimit, ...]
+    up: bool
+    last_success: float | None
+    errors: Mapping[str, int]
+    connections: int
+    durations: RequestDurations
+    backoff_until: float
+    clock_offset: float
+    rows_skipped: Mapping[tuple[str, str], int]  # (kind, reason) -> count
+    fields_skipped: Mapping[tuple[str, str], int]  # (kind, Binance field) -> count
+
+    @classmethod
+    def initial(cls, name: str, duration_bounds: Sequence[float]) -> AccountState:
+        """The state of an account before its first poll: down, no data, counters at 0."""
+        return cls(
+            name=name, snapshot=None, expires_at=0.0, rate_limits=(), up=False,
+            last_success=None, errors={}, connections=0,
+            durations=RequestDurations.empty(duration_bounds), backoff_until=0.0,
+            clock_offset=0.0,
+            rows_skipped={(kind, reason): 0 for kind, reasons in SKIPPED_ROW_REASONS.items()
+                          for reason in reasons},
+            fields_skipped={},
+        )
+
+    def live_snapshot(self, now: float) -> AccountSnapshot | None:
+        return self.snapshot if self.snapshot is not None and now < self.expires_at else None
