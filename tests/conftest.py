@@ -70,11 +70,12 @@ async def simulator() -> AsyncIterator[Simulator]:
         yield sim
 
 
-def sim_config(sim: Simulator, *, accounts: list[dict[str, Any]] | None = None,
+def sim_config(sim: Simulator | str, *, accounts: list[dict[str, Any]] | None = None,
                **settings: Any) -> Config:
-    """A validated config for the simulator's accounts, serving on an ephemeral port."""
+    """A validated config for the simulator's accounts (or any endpoint URL), serving on an
+    ephemeral port."""
     document: dict[str, Any] = {
-        "endpoint": sim.url,
+        "endpoint": sim if isinstance(sim, str) else sim.url,
         "poll_interval": "1s",
         "accounts": accounts if accounts is not None else [
             {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET},
