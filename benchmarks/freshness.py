@@ -32,8 +32,8 @@ from benchmarks._common import (
     print_table,
 )
 from exporter import __version__
-from exporter.cli import run_exporter
-from exporter.render import render_page
+from exporter.app import run_exporter
+from exporter.exposition import render_page
 from exporter.simulator import SimAccount, Simulator
 
 

@@ -37,7 +37,7 @@ from benchmarks._common import (
 )
 from exporter import __version__
 from exporter.poller import DURATION_BUCKETS
-from exporter.render import Exposition, Page, collect, render_page
+from exporter.exposition import Exposition, Page, collect, render_page
 from exporter.simulator import Simulator
 from exporter.snapshot import (
     AccountState,

@@ -28,7 +28,7 @@ from benchmarks._common import (
     print_header,
     print_table,
 )
-from exporter.cli import run_exporter
+from exporter.app import run_exporter
 from exporter.simulator import ACCOUNT_METHOD, Simulator
 
 

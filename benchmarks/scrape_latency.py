@@ -44,7 +44,7 @@ from benchmarks._common import (
 )
 from exporter import __version__
 from exporter.http import MetricsServer
-from exporter.render import Exposition, collect, render_page
+from exporter.exposition import Exposition, collect, render_page
 from exporter.snapshot import AccountState
 
 GOAL_P99_MS = 5.0

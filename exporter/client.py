@@ -26,7 +26,6 @@ import json
 import logging
 import random
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from exporter import __version__
+from exporter.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class ApiClient:
         lifetime: float = 23 * 3600.0,
         on_open: Callable[[Send], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
         self.host = urlsplit(url).hostname or url
@@ -158,6 +159,7 @@ class ApiClient:
         self.lifetime = lifetime
         self.connections_opened = 0
         self._on_open = on_open
+        self._clock = clock
         self._rng = rng or random.Random()
         self._ids = itertools.count(1)
         # id -> (connection it was sent on, waiter); ids are never reused.
@@ -173,13 +175,13 @@ class ApiClient:
 
     async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Answer:
         """Send one request and wait for its answer, within ``request_timeout`` overall."""
-        deadline = time.monotonic() + self.request_timeout
+        deadline = self._clock.monotonic() + self.request_timeout
         ws = await self._connection(deadline)
         return await self._send(ws, method, params or {}, deadline)
 
     def reconnect_delay(self) -> float:
         """Seconds until the next connection may be opened (0 when it may now)."""
-        return max(0.0, self._not_before - time.monotonic())
+        return max(0.0, self._not_before - self._clock.monotonic())
 
     async def close(self) -> None:
         """Close the connection and fail requests still waiting; idempotent."""
@@ -191,7 +193,7 @@ class ApiClient:
             if self._closed:
                 raise ConnectionFailed("client is closed")
             ws = self._ws
-            if ws is not None and time.monotonic() - self._opened_at >= self.lifetime:
+            if ws is not None and self._clock.monotonic() - self._opened_at >= self.lifetime:
                 log.info("account %s: renewing the WebSocket connection before its 24 h limit",
                          self.name)
                 await self._drop_connection()
@@ -201,13 +203,13 @@ class ApiClient:
             return ws
 
     async def _open(self, deadline: float) -> ClientConnection:
-        wait = self._not_before - time.monotonic()
+        wait = self._not_before - self._clock.monotonic()
         if wait > 0:
-            if time.monotonic() + wait >= deadline:
+            if self._clock.monotonic() + wait >= deadline:
                 raise ConnectionFailed(f"reconnecting in {wait:.1f}s (backoff after failures)")
-            await asyncio.sleep(wait)
+            await self._clock.sleep(wait)
         try:
-            async with asyncio.timeout(deadline - time.monotonic()):
+            async with asyncio.timeout(deadline - self._clock.monotonic()):
                 ws = await self._handshake()
         except TimeoutError:
             self._note_failure()
@@ -216,7 +218,7 @@ class ApiClient:
             self._note_failure()
             raise ConnectionFailed(f"cannot connect to {self.host}: {_describe(exc)}") from None
         self.connections_opened += 1
-        self._ws, self._opened_at = ws, time.monotonic()
+        self._ws, self._opened_at = ws, self._clock.monotonic()
         self._reader = asyncio.create_task(self._read(ws), name=f"ws-reader-{self.name}")
         log.debug("account %s: connected to %s", self.name, self.url)
         if self._on_open is not None:
@@ -250,7 +252,7 @@ class ApiClient:
         future: asyncio.Future[_Received] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (ws, future)
         frame = json.dumps({"id": request_id, "method": method, "params": dict(params)})
-        sent_at, started = time.time(), time.monotonic()
+        sent_at, started = self._clock.time(), self._clock.monotonic()
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
             # arrives as the answer does, and the poller would then never stop.
@@ -319,7 +321,7 @@ class ApiClient:
 
     def _dispatch(self, ws: ClientConnection, message: str | bytes) -> ApiError | None:
         """Hand one frame to its request; an id-less auth error is returned to end ``ws``."""
-        received_at, received_monotonic = time.time(), time.monotonic()
+        received_at, received_monotonic = self._clock.time(), self._clock.monotonic()
         if isinstance(message, bytes):
             self._not_an_answer(ws, "binary", "ignored a binary frame (Binance sends text)")
             return None
@@ -387,7 +389,7 @@ class ApiClient:
         """Schedule the next connection after a jittered exponential backoff."""
         self._failures += 1
         delay = min(self.backoff_max, self.backoff_min * 2 ** (self._failures - 1))
-        self._not_before = time.monotonic() + delay * self._rng.uniform(0.5, 1.0)
+        self._not_before = self._clock.monotonic() + delay * self._rng.uniform(0.5, 1.0)
 
     async def _drop_connection(self) -> None:
         ws, reader = self._ws, self._reader

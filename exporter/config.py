@@ -88,6 +88,7 @@ class Config:
     clock_sync_interval: float = 600.0
     weight_limit: int = 2400
     max_frame_size: int = 4 * 1024 * 1024
+    position_details: bool = True
     web_config_file: Path | None = field(default=None)
 
 
@@ -96,7 +97,7 @@ _TOP_LEVEL_KEYS = {
     "listen", "endpoint", "poll_interval", "request_timeout", "recv_window", "stale_after",
     "reconnect_backoff_min", "reconnect_backoff_max", "connection_lifetime",
     "auth_retry_interval", "clock_sync_interval", "weight_limit", "max_frame_size",
-    "web_config_file", "accounts",
+    "position_details", "web_config_file", "accounts",
 }
 _SECRET_FIELDS = ("api_key", "api_secret", "private_key", "private_key_passphrase")
 _ACCOUNT_KEYS = {"name", "session_logon"} | {
@@ -189,6 +190,9 @@ def parse_config(document: object, *, base_dir: Path = Path(".")) -> Config:
         settings["weight_limit"] = _parse_positive_int(document["weight_limit"], "weight_limit")
     if "max_frame_size" in document:
         settings["max_frame_size"] = parse_size(document["max_frame_size"], "max_frame_size")
+    if "position_details" in document:
+        settings["position_details"] = _parse_bool(document["position_details"],
+                                                   "position_details")
     if document.get("web_config_file") is not None:
         settings["web_config_file"] = _resolve_path(document["web_config_file"], "web_config_file",
                                                     base_dir)
@@ -237,6 +241,12 @@ def _parse_recv_window(value: object) -> int:
             f"recv_window: must be 1 to {MAX_RECV_WINDOW_MS} milliseconds, got {_brief(value)}"
         )
     return milliseconds
+
+
+def _parse_bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {_brief(value)}")
+    return value
 
 
 def _parse_positive_int(value: object, key: str) -> int:

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import bcrypt
 
-from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.webconfig import WebConfig
 
 _log = logging.getLogger("exporter.http")

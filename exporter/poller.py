@@ -1,15 +1,19 @@
 """One poller per account: pacing, backoff and health.
 
-An :class:`AccountPoller` sends one signed ``v2/account.status`` per
-``poll_interval`` on a fixed schedule (a slow poll skips the ticks it
-missed instead of bursting to catch up), keeps the last good answer, and
-publishes an immutable :class:`~exporter.snapshot.AccountState` after every
-change. Scrapes never cause a request.
+An :class:`AccountPoller` polls its account once at start, then on a fixed
+grid of ``poll_interval`` (offset by ``start_delay`` so accounts never poll
+together; a slow poll skips the ticks it missed instead of bursting to catch
+up). A poll is a signed ``v2/account.status`` and, with ``position_details``,
+a signed ``v2/account.position`` sent right behind it on the same
+connection, so both describe the same moment. The poller keeps the last good
+answers and publishes an immutable :class:`~exporter.state.AccountState`
+after every change; scrapes never cause a request.
 
 Failures are counted by reason and handled by what Binance asks for: a
-dropped connection is retried once on a new one, ``-1021`` (clock) triggers a
-clock measurement and one retry, 429/418 stop all requests until the time
-Binance gives, and auth errors wait ``auth_retry_interval``.
+request lost with its connection is retried once on a new one, ``-1021``
+(clock) triggers a clock measurement and one retry, 429/418 stop all requests
+until the time Binance gives, and auth errors wait ``auth_retry_interval``.
+Every wait is measured on the monotonic clock.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time  # only to format wall-clock times for the log; see exporter.clock
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace as _replace
+from typing import TypeVar
 
 from exporter.client import (
     Answer,
@@ -31,37 +35,52 @@ from exporter.client import (
     RequestError,
     Send,
 )
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Account, Config
 from exporter.signing import signed
 from exporter.snapshot import (
     AccountSnapshot,
     MalformedAnswer,
+    PositionDetails,
     Problem,
     parse_account_status,
+    parse_position_details,
     parse_rate_limits,
 )
 from exporter.state import AccountState
 
+__all__ = [
+    "BAN_FALLBACK",
+    "DETAILS_METHOD",
+    "DURATION_BUCKETS",
+    "STATUS_METHOD",
+    "AccountPoller",
+]
+
 log = logging.getLogger(__name__)
 
 STATUS_METHOD = "v2/account.status"
-STATUS_WEIGHT = 5
-CONNECT_WEIGHT = 5
-SESSION_WEIGHT = 2  # session.status and session.logon each
+DETAILS_METHOD = "v2/account.position"
 BAN_FALLBACK = 120.0  # Binance's shortest IP ban, when it does not say how long
 # Round trips to Binance range from a few ms (co-located) to seconds (far away).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A failure that keeps repeating is logged again this often, with its count.
+REPEAT_LOG_INTERVAL = 600.0
+
+_Parsed = TypeVar("_Parsed")
 
 
 class AccountPoller:
     """Polls one account forever (:meth:`run`) or once (:meth:`poll_once`)."""
 
     def __init__(self, account: Account, config: Config,
-                 publish: Callable[[AccountState], None], *, start_delay: float = 0.0) -> None:
+                 publish: Callable[[AccountState], None], *, clock: Clock = SYSTEM_CLOCK,
+                 start_delay: float = 0.0) -> None:
         self.account = account
         self.config = config
         self.start_delay = start_delay
         self._publish = publish
+        self._clock = clock
         self.client = ApiClient(
             config.endpoint,
             name=account.name,
@@ -71,38 +90,44 @@ class AccountPoller:
             backoff_max=config.reconnect_backoff_max,
             lifetime=config.connection_lifetime,
             on_open=self._on_open,
+            clock=clock,
         )
         self._state = AccountState.initial(account.name, DURATION_BUCKETS)
+        self._paused_until = 0.0  # monotonic; no request before it
         self._logged_problems: set[tuple[str, str]] = set()
         # Every new connection measures the clock before its first request, so the
         # periodic measurement only counts from construction.
-        self._last_clock_sync = time.monotonic()
+        self._last_clock_sync = clock.monotonic()
         self.last_error: RequestError | None = None
+        self._repeats = 0  # failures like last_error since it was last logged
+        self._logged_at = 0.0
 
     @property
     def state(self) -> AccountState:
         return self._state
 
     async def run(self) -> None:
-        """Poll on a fixed grid of ``poll_interval`` until cancelled."""
+        """Poll now, then on a fixed grid of ``poll_interval`` from ``start_delay``."""
         interval = self.config.poll_interval
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self.start_delay
+        start = self._clock.monotonic()
+        await self._tick()
+        next_tick = start + self.start_delay + interval
         while True:
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            if time.time() < self._state.backoff_until:
-                log.debug("account %s: backing off, no request this tick", self.account.name)
-            else:
-                await self._tick()
+            await self._clock.sleep(next_tick - self._clock.monotonic())
+            await self._tick()
             next_tick += interval
-            late = loop.time() - next_tick
+            late = self._clock.monotonic() - next_tick
             if late > 0:
                 next_tick += math.ceil(late / interval) * interval
 
     async def _tick(self) -> None:
         """One scheduled poll; a bug in it is logged and counted, never ends the loop."""
+        if self._clock.monotonic() < self._paused_until:
+            log.debug("account %s: backing off, no request this tick", self.account.name)
+            return
         try:
-            if time.monotonic() - self._last_clock_sync >= self.config.clock_sync_interval:
+            if (self._clock.monotonic() - self._last_clock_sync
+                    >= self.config.clock_sync_interval):
                 await self._sync_clock_quietly()
             await self.poll_once()
         except Exception:
@@ -110,27 +135,47 @@ class AccountPoller:
             self._record_failure(RequestError("unexpected error in the exporter (see log)"))
 
     async def poll_once(self) -> bool:
-        """One poll: request, parse, record; True when it succeeded."""
-        try:
-            snapshot = await self._fetch()
-        except RequestError as exc:
-            self._record_failure(exc)
+        """One poll: request, parse, record; True when the account status was read."""
+        requests: list[Awaitable[object]] = [self._fetch(STATUS_METHOD, self._parse_status)]
+        if self.config.position_details:
+            requests.append(self._fetch(DETAILS_METHOD, self._parse_details))
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RequestError):
+                raise result
+        status, details = results[0], results[1] if len(results) > 1 else None
+        if isinstance(status, RequestError):
+            if isinstance(details, RequestError):
+                self._count_error(details)
+                self._pause_after(details)
+            self._record_failure(status)
             return False
-        self._record_success(snapshot)
+        assert isinstance(status, AccountSnapshot)
+        if isinstance(details, RequestError):
+            self._count_error(details)
+            self._pause_after(details)
+            log.info("account %s: position details failed (%s): %s; the status is exported",
+                     self.account.name, details.reason, details)
+            details = None
+        self._record_success(status, details if isinstance(details, PositionDetails) else None)
+        log.debug("account %s: polled: %d assets, %d positions%s", self.account.name,
+                  len(status.assets), len(status.positions),
+                  f", {len(details.positions)} position details"
+                  if isinstance(details, PositionDetails) else "")
         return True
 
     async def close(self) -> None:
         await self.client.close()
 
-    async def _fetch(self) -> AccountSnapshot:
-        """The account status, retrying once where Binance's rules say a retry helps.
+    async def _fetch(self, method: str, parse: Callable[[Answer], _Parsed]) -> _Parsed:
+        """One signed request, retried once where Binance's rules say a retry helps.
 
         A request lost with its connection is retried on a new connection, and
         ``-1021`` is retried after measuring the clock offset; the first
         failure is still counted.
         """
         try:
-            return await self._request_status()
+            return parse(await self._request(method))
         except ConnectionLost as exc:
             self._count_error(exc)
         except ApiError as exc:
@@ -140,34 +185,43 @@ class AccountPoller:
             log.info("account %s: Binance says our timestamp is off (-1021); measuring the clock",
                      self.account.name)
             await self._sync_clock()
-        return await self._request_status()
+        return parse(await self._request(method))
 
-    async def _request_status(self) -> AccountSnapshot:
+    async def _request(self, method: str) -> Answer:
         params: dict[str, object] = {"timestamp": self._timestamp(),
                                      "recvWindow": self.config.recv_window_ms}
         if not self.account.session_logon:
             params = signed({"apiKey": self.account.api_key.reveal(), **params},
                             self.account.signer)
         try:
-            answer = await self.client.request(STATUS_METHOD, params)
+            answer = await self.client.request(method, params)
         except ApiError as exc:
             self._keep_rate_limits(exc.rate_limits)
             raise
         finally:
             self._note_connections()
-        return self._parse(answer)
-
-    def _parse(self, answer: Answer) -> AccountSnapshot:
         self._keep_rate_limits(answer.rate_limits)
+        self._state = _replace(self._state,
+                               durations=self._state.durations.observe(answer.round_trip))
+        return answer
+
+    def _parse_status(self, answer: Answer) -> AccountSnapshot:
         try:
             snapshot, problems = parse_account_status(answer.result,
                                                       received_at=answer.received_at)
         except MalformedAnswer as exc:
-            raise BadResponse(f"malformed answer: {exc}") from None
+            raise BadResponse(f"malformed {STATUS_METHOD} answer: {exc}") from None
         self._note_problems(problems)
-        self._state = _replace(self._state,
-                               durations=self._state.durations.observe(answer.round_trip))
         return snapshot
+
+    def _parse_details(self, answer: Answer) -> PositionDetails:
+        try:
+            details, problems = parse_position_details(answer.result,
+                                                       received_at=answer.received_at)
+        except MalformedAnswer as exc:
+            raise BadResponse(f"malformed {DETAILS_METHOD} answer: {exc}") from None
+        self._note_problems(problems)
+        return details
 
     async def _on_open(self, send: Send) -> None:
         """On every new connection: measure the clock, then log on if configured."""
@@ -186,7 +240,7 @@ class AccountPoller:
         if type(server_time) is not int:
             raise BadResponse("session.status answer has no integer serverTime")
         offset = server_time / 1000 - (answer.sent_at + answer.received_at) / 2
-        self._last_clock_sync = time.monotonic()
+        self._last_clock_sync = self._clock.monotonic()
         self._state = _replace(self._state, clock_offset=offset)
         self._publish(self._state)
 
@@ -202,46 +256,77 @@ class AccountPoller:
             self._note_connections()
 
     def _timestamp(self) -> int:
-        return int((time.time() + self._state.clock_offset) * 1000)
+        return int((self._clock.time() + self._state.clock_offset) * 1000)
 
-    def _record_success(self, snapshot: AccountSnapshot) -> None:
+    def _record_success(self, snapshot: AccountSnapshot, details: PositionDetails | None) -> None:
         if self.last_error is not None:
-            log.info("account %s: polls succeed again", self.account.name)
+            log.info("account %s: polls succeed again%s", self.account.name, self._repeated())
         self.last_error = None
-        self._state = _replace(
-            self._state, snapshot=snapshot, up=True, last_success=snapshot.received_at,
-            expires_at=snapshot.received_at + self.config.stale_after, backoff_until=0.0,
-        )
+        now = self._clock.monotonic()
+        state = _replace(self._state, snapshot=snapshot, up=True,
+                         last_success=snapshot.received_at,
+                         expires_at=now + self.config.stale_after)
+        if details is not None:
+            state = _replace(state, details=details,
+                             details_expires_at=now + self.config.stale_after)
+        if now >= self._paused_until:
+            state = _replace(state, backoff_until=0.0)
+        self._state = state
         self._publish(self._state)
 
     def _record_failure(self, exc: RequestError) -> None:
         self._count_error(exc)
-        backoff_until = self._backoff_until(exc)
-        self._state = _replace(self._state, up=False, backoff_until=backoff_until)
-        if self.last_error is None or exc.reason != self.last_error.reason:
-            until = time.strftime("%H:%M:%S", time.localtime(backoff_until))
-            pause = f"; no request until {until}" if backoff_until else ""
-            log.warning("account %s: poll failed (%s): %s%s", self.account.name, exc.reason, exc,
-                        pause + _advice(exc.reason))
+        self._pause_after(exc)
+        self._state = _replace(self._state, up=False)
+        same = self.last_error is not None and exc.reason == self.last_error.reason
+        now = self._clock.monotonic()
+        if not same or now - self._logged_at >= REPEAT_LOG_INTERVAL:
+            backoff_until = self._state.backoff_until
+            pause = (f"; no request until {_local_time(backoff_until)}"
+                     if self._paused_until > now else "")
+            log.warning("account %s: poll failed (%s): %s%s%s", self.account.name, exc.reason,
+                        exc, pause + _advice(exc.reason), self._repeated())
+            self._logged_at = now
+        else:
+            self._repeats += 1
         self.last_error = exc
         self._publish(self._state)
 
-    def _backoff_until(self, exc: RequestError) -> float:
-        """Epoch seconds before which no request may be sent after ``exc``; 0 for none."""
-        now = time.time()
+    def _repeated(self) -> str:
+        """How often the last logged failure repeated since; resets the count."""
+        repeats, self._repeats = self._repeats, 0
+        if not repeats or self.last_error is None:
+            return ""
+        return (f" (the {self.last_error.reason} failure before repeated {repeats} more "
+                f"time{'s' if repeats > 1 else ''})")
+
+    def _pause_after(self, exc: RequestError) -> None:
+        """Stop requests for as long as ``exc`` asks; the pause is measured monotonically.
+
+        Binance's ``retryAfter`` is an epoch time on its clock: it is converted to a
+        duration once, here, with the measured clock offset.
+        """
+        delay = self._pause_for(exc)
+        if delay is None:
+            return
+        now = self._clock.monotonic()
+        if now + delay > self._paused_until:
+            self._paused_until = now + delay
+            self._state = _replace(self._state, backoff_until=self._clock.time() + delay)
+
+    def _pause_for(self, exc: RequestError) -> float | None:
         if not isinstance(exc, ApiError):
-            return 0.0
+            return None
+        server_now = self._clock.time() + self._state.clock_offset
         given = exc.retry_after()
-        local_given = given - self._state.clock_offset if given is not None else None
         if exc.reason == "rate_limited":
-            server_now = now + self._state.clock_offset
-            next_minute = (math.floor(server_now / 60) + 1) * 60 - self._state.clock_offset
-            return local_given if local_given is not None else next_minute
+            next_minute = (math.floor(server_now / 60) + 1) * 60
+            return (given if given is not None else next_minute) - server_now
         if exc.reason == "banned":
-            return local_given if local_given is not None else now + BAN_FALLBACK
+            return given - server_now if given is not None else BAN_FALLBACK
         if exc.reason == "auth":
-            return now + self.config.auth_retry_interval
-        return 0.0
+            return self.config.auth_retry_interval
+        return None
 
     def _count_error(self, exc: RequestError) -> None:
         errors = dict(self._state.errors)
@@ -277,6 +362,10 @@ class AccountPoller:
             self._state = _replace(self._state, connections=self.client.connections_opened)
 
 
+def _local_time(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
 def _advice(reason: str) -> str:
     return {
         "auth": " (check that the API key exists, is enabled for futures, allows this IP, and "
@@ -285,51 +374,3 @@ def _advice(reason: str) -> str:
         "clock": " (the local clock is off; run NTP)",
         "banned": " (Binance banned this IP for too many requests)",
     }.get(reason, "")
-
-
-@dataclass(frozen=True)
-class WeightBudget:
-    """REQUEST_WEIGHT per minute this configuration needs against the per-IP limit.
-
-    ``polls`` is what the polls cost per minute, ``clock_checks`` the periodic
-    ``session.status``; ``connects`` (with their clock check and logon) are
-    paid once, counted in the first minute.
-    """
-
-    polls: float
-    clock_checks: float
-    connects: float
-    limit: int
-
-    @property
-    def steady_per_minute(self) -> float:
-        return self.polls + self.clock_checks
-
-    @property
-    def first_minute(self) -> float:
-        return self.steady_per_minute + self.connects
-
-    @property
-    def usage(self) -> float:
-        return self.first_minute / self.limit
-
-    def fitting_interval(self, poll_interval: float, share: float) -> float | None:
-        """The shortest whole-second interval whose first minute stays within ``share``.
-
-        None when no interval fits (the connects alone take more than the share).
-        """
-        room = share * self.limit - self.clock_checks - self.connects
-        return math.ceil(poll_interval * self.polls / room) if room > 0 else None
-
-
-def weight_budget(config: Config) -> WeightBudget:
-    """What polling every account costs: 5 per poll, plus connects and clock checks."""
-    accounts = len(config.accounts)
-    connects = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
-                   for account in config.accounts)
-    return WeightBudget(
-        polls=accounts * 60 / config.poll_interval * STATUS_WEIGHT,
-        clock_checks=accounts * 60 / config.clock_sync_interval * SESSION_WEIGHT,
-        connects=connects,
-        limit=config.weight_limit,
-    )

@@ -14,6 +14,10 @@ into an :class:`AccountSnapshot`. One rule decides what in an answer is fatal:
 - **A field is omitted** (reported, the row kept): one amount, ``updateTime``
   or ``marginAvailable`` that cannot be parsed. Its series is simply absent.
 
+:func:`parse_position_details` reads ``v2/account.position`` by the same
+rules; only a ``result`` that is not a list is fatal there. A liquidation
+price of zero, in any spelling, means Binance has none and is left out.
+
 Numbers are any finite decimal Binance could mean: decimal strings, with an
 exponent too (``1e-8``, ``0E-8``), and JSON numbers; never ``NaN``,
 ``inf``, an overflow, an empty string or whitespace. Identities are any text
@@ -31,7 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS, Field
+from exporter.fields import (
+    ASSET_FIELDS,
+    POSITION_DETAIL_FIELDS,
+    POSITION_FIELDS,
+    TOTAL_FIELDS,
+    Field,
+)
 
 __all__ = [
     "MAX_LABEL_LENGTH",
@@ -39,9 +49,12 @@ __all__ = [
     "AssetBalance",
     "MalformedAnswer",
     "Position",
+    "PositionDetail",
+    "PositionDetails",
     "Problem",
     "RateLimit",
     "parse_account_status",
+    "parse_position_details",
     "parse_rate_limits",
 ]
 
@@ -86,6 +99,24 @@ class Position(NamedTuple):
     update_time: float | None  # epoch seconds; None when 0 or unparseable
 
 
+class PositionDetail(NamedTuple):
+    """One row of ``v2/account.position``: what ``v2/account.status`` does not carry."""
+
+    symbol: str
+    side: str
+    amounts: tuple[float | None, ...]  # in POSITION_DETAIL_FIELDS order; no 0 liquidation price
+    adl_quantile: int | None  # 0-4
+    margin_asset: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionDetails:
+    """One usable ``v2/account.position`` answer."""
+
+    positions: tuple[PositionDetail, ...]
+    received_at: float  # epoch seconds
+
+
 class RateLimit(NamedTuple):
     rate_limit_type: str
     interval: str
@@ -119,6 +150,16 @@ def parse_account_status(result: object, *,
     positions = _rows(result, "positions", "position", _position, problems)
     snapshot = AccountSnapshot(totals, assets, positions, received_at)  # type: ignore[arg-type]
     return snapshot, tuple(problems)
+
+
+def parse_position_details(result: object, *,
+                           received_at: float) -> tuple[PositionDetails, tuple[Problem, ...]]:
+    """Read a ``v2/account.position`` result; only a result that is not a list is fatal."""
+    if not isinstance(result, list):
+        raise MalformedAnswer(f"result: expected a list, got {type(result).__name__}")
+    problems: list[Problem] = []
+    rows = _rows({"positions": result}, "positions", "position", _position_detail, problems)
+    return PositionDetails(rows, received_at), tuple(problems)
 
 
 def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem, ...]]:
@@ -185,6 +226,17 @@ def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
     return tuple(rows.values())
 
 
+def _identity(entry: dict[str, Any], where: str,
+              problems: list[Problem]) -> tuple[str | None, str | None]:
+    """A position row's (symbol, side); a problem when either is not a usable label."""
+    symbol, side = _label(entry.get("symbol")), _label(entry.get("positionSide"))
+    if symbol is None or side is None:
+        bad = "symbol" if symbol is None else "positionSide"
+        problems.append(Problem("position", "bad_identity", None,
+                                f"{where}.{bad}: {_show(entry.get(bad))}"))
+    return symbol, side
+
+
 def _asset(entry: dict[str, Any], where: str, problems: list[Problem]) -> AssetBalance | None:
     asset = _label(entry.get("asset"))
     if asset is None:
@@ -202,14 +254,34 @@ def _asset(entry: dict[str, Any], where: str, problems: list[Problem]) -> AssetB
 
 
 def _position(entry: dict[str, Any], where: str, problems: list[Problem]) -> Position | None:
-    symbol, side = _label(entry.get("symbol")), _label(entry.get("positionSide"))
+    symbol, side = _identity(entry, where, problems)
     if symbol is None or side is None:
-        bad = "symbol" if symbol is None else "positionSide"
-        problems.append(Problem("position", "bad_identity", None,
-                                f"{where}.{bad}: {_show(entry.get(bad))}"))
         return None
     amounts = _row_amounts(entry, POSITION_FIELDS, "position", where, problems)
     return Position(symbol, side, amounts, _update_time(entry, "position", where, problems))
+
+
+_LIQUIDATION = next(index for index, field in enumerate(POSITION_DETAIL_FIELDS)
+                    if field.key == "liquidationPrice")
+
+
+def _position_detail(entry: dict[str, Any], where: str,
+                     problems: list[Problem]) -> PositionDetail | None:
+    symbol, side = _identity(entry, where, problems)
+    if symbol is None or side is None:
+        return None
+    amounts = _row_amounts(entry, POSITION_DETAIL_FIELDS, "position", where, problems)
+    if amounts[_LIQUIDATION] == 0:  # "0", "0.00000000": Binance has no liquidation price
+        amounts = (*amounts[:_LIQUIDATION], None, *amounts[_LIQUIDATION + 1:])
+    adl = entry.get("adl")
+    if type(adl) is not int or not 0 <= adl <= 4:
+        problems.append(Problem("position", "bad_field", "adl", f"{where}.adl: {_show(adl)}"))
+        adl = None
+    margin_asset = _label(entry.get("marginAsset"))
+    if margin_asset is None:
+        problems.append(Problem("position", "bad_field", "marginAsset",
+                                f"{where}.marginAsset: {_show(entry.get('marginAsset'))}"))
+    return PositionDetail(symbol, side, amounts, adl, margin_asset)
 
 
 def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: str,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.snapshot import AccountSnapshot, RateLimit
+from exporter.snapshot import AccountSnapshot, PositionDetails, RateLimit
 
 __all__ = [
     "REASONS",
@@ -58,14 +58,18 @@ class RequestDurations:
 class AccountState:
     """Everything /metrics shows for one account, as of one moment.
 
-    ``snapshot`` is the last good answer; it is shown until ``expires_at``
-    (last success + ``stale_after``) and then dropped, while the health
-    fields are always shown.
+    ``snapshot`` is the last good ``v2/account.status`` answer and ``details``
+    the last good ``v2/account.position`` answer; each is shown until its
+    expiry (its success + ``stale_after``, on the monotonic clock) and then
+    dropped, while the health fields are always shown. ``backoff_until`` is
+    the wall-clock time exported for the current pause (0: none).
     """
 
     name: str
     snapshot: AccountSnapshot | None
-    expires_at: float
+    expires_at: float  # monotonic
+    details: PositionDetails | None
+    details_expires_at: float  # monotonic
     rate_limits: tuple[RateLimit, ...]
     up: bool
     last_success: float | None
@@ -81,7 +85,8 @@ class AccountState:
     def initial(cls, name: str, duration_bounds: Sequence[float]) -> AccountState:
         """The state of an account before its first poll: down, no data, counters at 0."""
         return cls(
-            name=name, snapshot=None, expires_at=0.0, rate_limits=(), up=False,
+            name=name, snapshot=None, expires_at=0.0, details=None, details_expires_at=0.0,
+            rate_limits=(), up=False,
             last_success=None, errors={}, connections=0,
             durations=RequestDurations.empty(duration_bounds), backoff_until=0.0,
             clock_offset=0.0,
@@ -91,4 +96,14 @@ class AccountState:
         )
 
     def live_snapshot(self, now: float) -> AccountSnapshot | None:
-        return self.snapshot if self.snapshot is not None and now < self.expires_at else None
+        """The status answer if it is not stale at monotonic time ``now``."""
+        return self.snapshot if now < self.expires_at else None
+
+    def live_details(self, now: float) -> PositionDetails | None:
+        """The position details if they are not stale at monotonic time ``now``."""
+        return self.details if now < self.details_expires_at else None
+
+    def next_expiry(self, now: float) -> float | None:
+        """When something shown at ``now`` goes stale (monotonic), if anything will."""
+        expiries = [at for at in (self.expires_at, self.details_expires_at) if at > now]
+        return min(expiries, default=None)

@@ -14,7 +14,7 @@ import yaml
 
 from exporter import __version__
 from exporter.simulator import Simulator
-from tests.conftest import (
+from tests.support import (
     HEDGE_KEY,
     HEDGE_SECRET,
     HMAC_KEY,
@@ -107,7 +107,7 @@ async def test_bad_config_exits_2_with_one_line(tmp_path: Path, config: str,
                                                 problem: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(config)
-    result = await run_cli("--config", str(path), "--once")
+    result = await run_cli("--config", str(path), "--check-config")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(problem), result.stderr
@@ -182,10 +182,12 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
     path = tmp_path / "config.yaml"
     # nothing listens on port 1: the pollers fail without leaving this machine
     path.write_text(yaml.safe_dump({"endpoint": "ws://127.0.0.1:1/ws-fapi/v1",
-                                    "poll_interval": "2s", "accounts": accounts}))
+                                    "poll_interval": "4s", "accounts": accounts}))
     result = await run_cli("--config", str(path), "--check-config")
     assert result.returncode == 0
-    assert "weight: 1802/min steady" in result.stdout  # 12 x (30 polls x 5 + 0.1 x 2)
+    # 12 x (15 polls x (5 status + 5 position details) + 0.1 clock checks x 2)
+    assert "weight: 1802/min steady" in result.stdout
+    assert "warning: " in result.stdout and "poll_interval 7s or more would fit" in result.stdout
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *COMMAND, "--config", str(path), "--listen", f"127.0.0.1:{port}",
@@ -196,9 +198,9 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
         process.terminate()
         _, stderr = await process.communicate()
     warnings = [line for line in stderr.decode().splitlines() if "WARNING exporter:" in line]
-    assert len(warnings) == 1 and "poll_interval 4s or more would fit" in warnings[0], warnings
-    # the advice is true: at 4 s the first minute is within half the limit, at 3 s it is not
-    for interval, within in (("4s", True), ("3s", False)):
+    assert len(warnings) == 1 and "poll_interval 7s or more would fit" in warnings[0], warnings
+    # the advice is true: at 7 s the first minute is within half the limit, at 6 s it is not
+    for interval, within in (("7s", True), ("6s", False)):
         path.write_text(yaml.safe_dump({"endpoint": "ws://127.0.0.1:1/ws-fapi/v1",
                                         "poll_interval": interval, "accounts": accounts}))
         result = await run_cli("--config", str(path), "--check-config")

@@ -18,7 +18,7 @@ from exporter.client import (
 )
 from exporter.signing import HmacSigner, signed
 from exporter.simulator import Delay, Drop, RawFrame, Simulator
-from tests.conftest import HMAC_KEY, HMAC_SECRET, wait_for
+from tests.support import HMAC_KEY, HMAC_SECRET, wait_for
 
 
 def status_params(sim: Simulator) -> dict[str, object]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from exporter import __version__
-from exporter.cli import run_exporter
+from exporter.app import run_exporter
 from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
 from exporter.simulator import ErrorAnswer, Simulator
-from tests.conftest import Samples, scrape, scrape_when_up, sim_config, up, wait_for
+from tests.support import Samples, scrape, scrape_when_up, sim_config, up, wait_for
 
 
 def expected_samples(account: str, result: dict) -> Samples:

@@ -8,10 +8,10 @@ import subprocess
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from exporter.cli import run_exporter
-from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.app import run_exporter
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.simulator import Simulator
-from tests.conftest import (
+from tests.support import (
     fetch,
     parse_metrics,
     require_tool,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from exporter.client import ApiClient
 from exporter.config import ConfigError, load_config, parse_config
-from tests.conftest import json_values, scalars
+from tests.support import json_values, scalars
 
 config_keys = st.sampled_from([
     "listen", "endpoint", "poll_interval", "request_timeout", "recv_window", "stale_after",

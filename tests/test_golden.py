@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from exporter.cli import run_exporter
-from tests.conftest import Samples, scrape_when_up, sim_config
+from exporter.app import run_exporter
+from tests.support import Samples, scrape_when_up, sim_config
 
 DOC = Path(__file__).resolve().parent / "data" / "binance-account-information-v2.md"
 ACCOUNT = "golden"

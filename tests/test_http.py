@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exporter.http
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.http import MetricsServer
-from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.webconfig import WebConfig, load_web_config
 
 TEXT = b"# HELP up_demo Demo.\n# TYPE up_demo gauge\nup_demo 1.0\n" * 50

@@ -9,7 +9,7 @@ from dataclasses import replace
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
-from exporter.render import Exposition, render_page
+from exporter.exposition import Exposition, render_page
 from exporter.simulator import Simulator
 from exporter.snapshot import RateLimit, parse_account_status
 from exporter.state import AccountState, RequestDurations

@@ -18,10 +18,10 @@ import contextlib
 import time
 
 from exporter import __version__
-from exporter.cli import RunningExporter, run_exporter
-from exporter.render import Page, render_page
+from exporter.app import RunningExporter, run_exporter
+from exporter.exposition import Page, render_page
 from exporter.simulator import Simulator
-from tests.conftest import fetch, parse_metrics, sim_config, wait_for
+from tests.support import fetch, parse_metrics, sim_config, wait_for
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 VARIANTS = {

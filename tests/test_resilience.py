@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.cli import run_exporter
+from exporter.app import run_exporter
 from exporter.poller import AccountPoller
 from exporter.simulator import (
     CloseConnection,
@@ -22,7 +22,7 @@ from exporter.simulator import (
     Simulator,
 )
 from exporter.state import AccountState
-from tests.conftest import (
+from tests.support import (
     HEDGE_KEY,
     HEDGE_SECRET,
     HMAC_KEY,

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from exporter import poller as poller_module
-from exporter.cli import run_exporter
+from exporter.app import run_exporter
 from exporter.config import load_config
 from exporter.simulator import Simulator
-from tests.conftest import fetch, wait_for
+from tests.support import fetch, wait_for
 from tests.test_cli import COMMAND, free_port, run_cli
 
 HMAC_KEY = "SecretApiKeyAAAA1111"
@@ -78,7 +78,7 @@ def write_config(tmp_path: Path, sim: Simulator, keys: Keys) -> Path:
         os.chmod(secrets / name, 0o600)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
-        "endpoint": sim.url, "poll_interval": "1s",
+        "endpoint": sim.url, "poll_interval": "3s",
         "accounts": [
             {"name": "good", "api_key": HMAC_KEY, "api_secret_file": str(secrets / "hmac_secret")},
             {"name": "bad-signature", "api_key": HMAC_KEY, "api_secret": WRONG_SECRET},

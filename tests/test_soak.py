@@ -69,8 +69,8 @@ from exporter.simulator import (
     Simulator,
     Unsolicited,
 )
-from tests.conftest import Samples, parse_metrics
 from tests.soak_report import SoakReport
+from tests.support import Samples, parse_metrics
 
 pytestmark = pytest.mark.soak
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.cli import run_exporter
+from exporter.app import run_exporter
 from exporter.simulator import Mutate, Simulator
 from exporter.snapshot import (
     MAX_LABEL_LENGTH,
@@ -21,7 +21,7 @@ from exporter.snapshot import (
     parse_account_status,
     parse_rate_limits,
 )
-from tests.conftest import (
+from tests.support import (
     HMAC_KEY,
     HMAC_SECRET,
     json_values,

@@ -1,0 +1,122 @@
+"""The composition root: one poller per account, the exposition and the HTTP server, run
+together and stopped cleanly.
+
+Everything here is wiring and lifecycle; each part's behaviour lives in its
+own module. :func:`run_exporter` is what the CLI serves with and what tests
+and benchmarks drive directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from exporter import __version__
+from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.config import Config
+from exporter.exposition import Exposition
+from exporter.http import MetricsServer
+from exporter.poller import AccountPoller
+from exporter.webconfig import WebConfig
+
+__all__ = [
+    "SHUTDOWN_GRACE",
+    "ListenError",
+    "RunningExporter",
+    "poll_once",
+    "run_exporter",
+    "until_signalled",
+]
+
+log = logging.getLogger("exporter")
+
+SHUTDOWN_GRACE = 1.5  # seconds to close connections; the whole exit stays under 2 s
+
+
+class ListenError(Exception):
+    """The HTTP server could not bind its address."""
+
+
+@dataclass(frozen=True)
+class RunningExporter:
+    server: MetricsServer
+    exposition: Exposition
+    pollers: list[AccountPoller]
+
+
+@contextlib.asynccontextmanager
+async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
+                       clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[RunningExporter]:
+    """Serve /metrics and poll every account until the block exits, then stop cleanly."""
+    exposition = Exposition(__version__, clock=clock)
+    pollers = _pollers(config, exposition, clock)
+    exposition.render_now()
+    server = MetricsServer(config.listen_host, config.listen_port, exposition.page,
+                           web_config=web_config, version=__version__)
+    try:
+        await server.start()
+    except OSError as exc:
+        await _close(pollers)
+        raise ListenError(f"cannot listen on {config.listen_host or '*'}:{config.listen_port}: "
+                          f"{exc.strerror or exc}") from None
+    tasks = [asyncio.create_task(exposition.run(), name="exposition")]
+    tasks += [asyncio.create_task(poller.run(), name=f"poller-{poller.account.name}")
+              for poller in pollers]
+    try:
+        yield RunningExporter(server, exposition, pollers)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _close(pollers)
+        await server.stop()
+
+
+async def poll_once(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> tuple[bytes, list[str]]:
+    """Poll every account once: the page in the text format, and one line per failure."""
+    exposition = Exposition(__version__, clock=clock)
+    pollers = _pollers(config, exposition, clock)
+    try:
+        results = await asyncio.gather(*(poller.poll_once() for poller in pollers))
+    finally:
+        await _close(pollers)
+    failures = []
+    for poller, ok in zip(pollers, results, strict=True):
+        error = poller.last_error
+        if not ok:
+            failures.append(f"account {poller.account.name}: "
+                            f"{error.reason if error else 'unknown'}: {error}")
+    return exposition.render_now().text, failures
+
+
+def _pollers(config: Config, exposition: Exposition, clock: Clock) -> list[AccountPoller]:
+    """One poller per account, staggered across the interval so polls never burst."""
+    count = len(config.accounts)
+    pollers = [AccountPoller(account, config, exposition.publish, clock=clock,
+                             start_delay=index * config.poll_interval / count)
+               for index, account in enumerate(config.accounts)]
+    for poller in pollers:
+        exposition.publish(poller.state)
+    return pollers
+
+
+async def _close(pollers: list[AccountPoller]) -> None:
+    closing = asyncio.gather(*(poller.close() for poller in pollers), return_exceptions=True)
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE):
+            await closing
+    except TimeoutError:
+        log.warning("some connections did not close within %.1fs", SHUTDOWN_GRACE)
+
+
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
