@@ -100,7 +100,8 @@ def test_panel_ids_unique_and_layout_fits() -> None:
 
 def test_rows() -> None:
     rows = [panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"]
-    assert rows == ["Account overview", "Assets", "Positions", "Rate limits", "Exporter health"]
+    assert rows == ["Account overview", "Assets", "Positions", "User data stream", "Rate limits",
+                    "Exporter health"]
 
 
 def _panel(title: str) -> dict[str, Any]:
@@ -109,13 +110,21 @@ def _panel(title: str) -> dict[str, Any]:
     return matches[0]
 
 
-def _alert_thresholds(metric: str) -> list[float]:
+def _alert_thresholds(metric: str, operator: str = ">") -> list[float]:
     found = []
     for rule in alert_rules():
-        match = re.fullmatch(rf"{re.escape(metric)}\s*>\s*([0-9.]+)", rule["expr"].strip())
+        match = re.fullmatch(rf"{re.escape(metric)}\s*{operator}\s*([0-9.]+)",
+                             rule["expr"].strip())
         if match:
             found.append(float(match.group(1)))
     return sorted(found)
+
+
+def _threshold_steps(thresholds: dict[str, Any]) -> list[float]:
+    """The step values after the base step (whose value is null)."""
+    steps = thresholds["steps"]
+    assert steps[0]["value"] is None
+    return [step["value"] for step in steps[1:]]
 
 
 def test_margin_ratio_gauge_matches_the_alerts() -> None:
@@ -127,6 +136,78 @@ def test_margin_ratio_gauge_matches_the_alerts() -> None:
     steps = [step["value"] for step in defaults["thresholds"]["steps"]][1:]
     assert steps == _alert_thresholds("binance_futures:margin_ratio") == [0.5, 0.8]
     assert "binance_futures:margin_ratio" in gauge["targets"][0]["expr"]
+
+
+def test_liquidation_distance_panels_match_the_alerts() -> None:
+    thresholds = _alert_thresholds("binance_futures:position_liquidation_distance_ratio", "<")
+    assert thresholds == [0.05, 0.15]
+    over_time = _panel("Liquidation distance over time")
+    defaults = over_time["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "percentunit"
+    assert _threshold_steps(defaults["thresholds"]) == thresholds
+    assert "binance_futures:position_liquidation_distance_ratio{" in (
+        over_time["targets"][0]["expr"])
+    table = _panel("Positions by liquidation distance")
+    (distance,) = [o for o in table["fieldConfig"]["overrides"]
+                   if o["matcher"]["options"] == "Liquidation distance"]
+    properties = {p["id"]: p["value"] for p in distance["properties"]}
+    assert properties["unit"] == "percentunit"
+    assert _threshold_steps(properties["thresholds"]) == thresholds
+
+
+def test_positions_by_liquidation_distance_table() -> None:
+    """Sorted closest-first; shows symbol, side, amount, entry, mark, liquidation price,
+    distance, margin asset and ADL."""
+    table = _panel("Positions by liquidation distance")
+    assert table["type"] == "table"
+    assert table["options"]["sortBy"] == [{"displayName": "Liquidation distance", "desc": False}]
+    queries = {t["refId"]: t["expr"].split("{")[0] for t in table["targets"]}
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    (organize,) = [t["options"] for t in table["transformations"] if t["id"] == "organize"]
+    columns = {queries.get(key.removeprefix("Value #"), key): name
+               for key, name in organize["renameByName"].items()}
+    assert columns == {
+        "account": "Account", "symbol": "Symbol", "position_side": "Side",
+        "binance_futures_position_position_amt": "Amount",
+        "binance_futures_position_entry_price": "Entry price",
+        "binance_futures_position_mark_price": "Mark price",
+        "binance_futures_position_liquidation_price": "Liquidation price",
+        "binance_futures:position_liquidation_distance_ratio": "Liquidation distance",
+        "margin_asset": "Margin asset",
+        "binance_futures_position_adl_quantile": "ADL",
+    }
+    # margin_asset comes from the info series, whose value (always 1) is hidden
+    info = [ref for ref, metric in queries.items() if metric == "binance_futures_position_info"]
+    assert info and all(organize["excludeByName"][f"Value #{ref}"] for ref in info)
+
+
+def test_per_asset_panels_match_the_alerts() -> None:
+    ratio = _panel("Margin ratio per margin asset")
+    defaults = ratio["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "percentunit"
+    assert _threshold_steps(defaults["thresholds"]) == _alert_thresholds(
+        "binance_futures:margin_ratio") == [0.5, 0.8]
+    expr = ratio["targets"][0]["expr"]
+    assert "binance_futures:asset_margin_ratio{" in expr
+    assert "binance_futures:account_single_asset_mode" in expr
+    leverage = _panel("Effective leverage per margin asset")
+    assert "binance_futures:asset_effective_leverage{" in leverage["targets"][0]["expr"]
+    mode = _panel("Margin mode (inferred)")
+    assert "binance_futures:account_single_asset_mode{" in mode["targets"][0]["expr"]
+
+
+def test_user_stream_panels_query_what_they_show() -> None:
+    shown = {
+        "User data stream": "binance_futures_user_stream_up{",
+        "Last user-stream event age": "binance_futures_user_stream_last_event_timestamp_seconds{",
+        "User-stream events": "rate(binance_futures_user_stream_events_total{",
+        "Forced orders": "binance_futures_forced_orders_total{",
+        "Margin calls": "binance_futures_margin_call_maint_margin{",
+        "Answer rows skipped": "binance_futures_answer_rows_skipped_total{",
+    }
+    for title, query in shown.items():
+        assert query in _panel(title)["targets"][0]["expr"], title
+    assert _panel("Last user-stream event age")["fieldConfig"]["defaults"]["unit"] == "s"
 
 
 def test_tables_and_health_panels_query_what_they_show() -> None:

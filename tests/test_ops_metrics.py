@@ -44,6 +44,11 @@ _ASSET_FIELDS = (
 _POSITION_FIELDS = (
     "position_amt", "unrealized_profit", "isolated_margin", "notional", "isolated_wallet",
     "initial_margin", "maint_margin", "update_timestamp_seconds",
+    # from v2/account.position (issue 11); liquidation_price is absent when
+    # Binance has none; info carries the margin_asset label and is always 1
+    "entry_price", "break_even_price", "mark_price", "liquidation_price",
+    "position_initial_margin", "open_order_initial_margin", "bid_notional", "ask_notional",
+    "adl_quantile", "info",
 )
 CONTRACT_METRICS: frozenset[str] = frozenset(
     [f"binance_futures_account_{name}" for name in _ACCOUNT_FIELDS]
@@ -62,6 +67,14 @@ CONTRACT_METRICS: frozenset[str] = frozenset(
         "binance_futures_backoff_until_timestamp_seconds",
         "binance_futures_clock_offset_seconds",
         "binance_futures_exporter_build_info",
+        # rows of an answer skipped by the tolerant reader (issue 10)
+        "binance_futures_answer_rows_skipped_total",
+        # the user data stream (issue 12)
+        "binance_futures_user_stream_up",
+        "binance_futures_user_stream_events_total",
+        "binance_futures_user_stream_last_event_timestamp_seconds",
+        "binance_futures_forced_orders_total",
+        "binance_futures_margin_call_maint_margin",
     ]
 )
 

@@ -25,7 +25,7 @@ from tests.test_ops_metrics import (
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = REPO / "prometheus" / "alertmanager.yml"
 RUNBOOK_BASE = (
-    "https://github.com/binance-futures-exporter/binance-futures-exporter/blob/main/README.md#"
+    "https://github.com/binance-futures-exporter/binance-futures-exporter/blob/main/docs/runbook.md#"
 )
 
 REQUIRED_ALERTS = {
@@ -40,6 +40,16 @@ REQUIRED_ALERTS = {
     "BinanceFuturesRateLimitHigh",
     "BinanceFuturesAuthErrors",
     "BinanceFuturesIPBanned",
+    "BinanceFuturesAnswerRowsSkipped",
+    "BinanceFuturesAssetMarginRatioHigh",
+    "BinanceFuturesAssetMarginRatioCritical",
+    "BinanceFuturesLiquidationDistanceLow",
+    "BinanceFuturesLiquidationDistanceCritical",
+    "BinanceFuturesADLQuantileHigh",
+    "BinanceFuturesMarginCall",
+    "BinanceFuturesForcedClose",
+    "BinanceFuturesForcedCloseADL",
+    "BinanceFuturesUserStreamDown",
 }
 REQUIRED_RECORDING_RULES = {
     "binance_futures:margin_ratio",
@@ -48,6 +58,11 @@ REQUIRED_RECORDING_RULES = {
     "binance_futures:effective_leverage",
     "binance_futures:rate_limit_usage_ratio",
     "binance_futures:available_balance_threshold",
+    "binance_futures:asset_margin_ratio",
+    "binance_futures:account_single_asset_mode",
+    "binance_futures:asset_position_notional_abs:sum",
+    "binance_futures:asset_effective_leverage",
+    "binance_futures:position_liquidation_distance_ratio",
 }
 # Connectivity and staleness: at least 5m so one missed poll never pages.
 SLOW_ALERTS = {
@@ -55,6 +70,7 @@ SLOW_ALERTS = {
     "BinanceFuturesAccountDown",
     "BinanceFuturesDataStale",
     "BinanceFuturesIPBanned",
+    "BinanceFuturesUserStreamDown",
 }
 # Margin moves fast: 1-2 minutes.
 MARGIN_ALERTS = {
@@ -62,11 +78,23 @@ MARGIN_ALERTS = {
     "BinanceFuturesMarginRatioCritical",
     "BinanceFuturesIsolatedPositionMarginRatioHigh",
     "BinanceFuturesUnrealizedLossHigh",
+    "BinanceFuturesAssetMarginRatioHigh",
+    "BinanceFuturesAssetMarginRatioCritical",
+    "BinanceFuturesLiquidationDistanceLow",
+}
+# No wait at all: a position within 5 % of its liquidation price, and events
+# Binance pushed (a margin call, a forced close) that have already happened.
+IMMEDIATE_ALERTS = {
+    "BinanceFuturesLiquidationDistanceCritical",
+    "BinanceFuturesMarginCall",
+    "BinanceFuturesForcedClose",
+    "BinanceFuturesForcedCloseADL",
 }
 # Alerts about a scrape target rather than an account.
 TARGET_ALERTS = {"BinanceFuturesExporterDown"}
 # Alerts on `... == 0`: their value is always 0, nothing to humanize.
-VALUELESS_ALERTS = {"BinanceFuturesExporterDown", "BinanceFuturesAccountDown"}
+VALUELESS_ALERTS = {"BinanceFuturesExporterDown", "BinanceFuturesAccountDown",
+                    "BinanceFuturesUserStreamDown"}
 
 
 def duration_seconds(text: str) -> float:
@@ -180,6 +208,8 @@ def test_alert_for_durations(name: str) -> None:
         assert waited >= 300, f"{name}: connectivity/staleness alerts wait at least 5m"
     elif name in MARGIN_ALERTS:
         assert 60 <= waited <= 120, f"{name}: margin alerts wait 1-2m"
+    elif name in IMMEDIATE_ALERTS:
+        assert waited == 0, f"{name}: fires at once"
     else:
         assert waited > 0, f"{name}: give it a for: so one odd sample does not notify"
 
@@ -193,6 +223,49 @@ def test_margin_ratio_thresholds_and_severities() -> None:
     assert (warning["labels"]["severity"], critical["labels"]["severity"]) == (
         "warning", "critical")
     assert (warning["for"], critical["for"]) == ("2m", "1m")
+
+
+def test_asset_margin_ratio_alerts_match_the_account_thresholds() -> None:
+    """Per-asset pools are judged like the account: same thresholds, severities, for:."""
+    alerts = alerts_by_name()
+    for level in ("High", "Critical"):
+        account = alerts[f"BinanceFuturesMarginRatio{level}"]
+        asset = alerts[f"BinanceFuturesAssetMarginRatio{level}"]
+        account_match = re.fullmatch(r"binance_futures:margin_ratio\s*>\s*([0-9.]+)",
+                                     account["expr"].strip())
+        asset_match = re.fullmatch(
+            r'binance_futures:asset_margin_ratio\{asset!="USDT"\}\s*>\s*([0-9.]+)\s+'
+            r"and ignoring \(asset\) binance_futures:account_single_asset_mode == 1",
+            asset["expr"].strip())
+        assert account_match and asset_match, (account["expr"], asset["expr"])
+        assert float(asset_match.group(1)) == float(account_match.group(1))
+        assert asset["labels"]["severity"] == account["labels"]["severity"]
+        assert asset["for"] == account["for"]
+
+
+def test_liquidation_distance_thresholds_and_severities() -> None:
+    alerts = alerts_by_name()
+    low, critical = (alerts["BinanceFuturesLiquidationDistanceLow"],
+                     alerts["BinanceFuturesLiquidationDistanceCritical"])
+    metric = r"binance_futures:position_liquidation_distance_ratio"
+    assert re.fullmatch(rf"{metric}\s*<\s*0\.15", low["expr"].strip())
+    assert re.fullmatch(rf"{metric}\s*<\s*0\.05", critical["expr"].strip())
+    assert (low["labels"]["severity"], critical["labels"]["severity"]) == (
+        "warning", "critical")
+    assert low["for"] == "1m" and "for" not in critical
+
+
+def test_forced_close_severity_per_kind() -> None:
+    """Liquidations page, ADL warns; each alert selects exactly its own kind."""
+    alerts = alerts_by_name()
+    for name, kind, severity in (("BinanceFuturesForcedClose", "liquidation", "critical"),
+                                 ("BinanceFuturesForcedCloseADL", "adl", "warning")):
+        rule = alerts[name]
+        assert rule["labels"]["severity"] == severity
+        kinds = set(re.findall(r'binance_futures_forced_orders_total\{kind="(\w+)"\}',
+                               rule["expr"]))
+        assert kinds == {kind}, f"{name} selects kinds {kinds}"
+        assert "binance_futures_forced_orders_total[" not in rule["expr"].replace(" ", "")
 
 
 def test_exporter_down_watches_the_scrape_job() -> None:
