@@ -34,6 +34,7 @@ _ASSET_METRICS = tuple((f"{PREFIX}_asset_{f.metric_suffix}", f.help) for f in AS
 _POSITION_METRICS = tuple((f"{PREFIX}_position_{f.metric_suffix}", f.help)
                           for f in (*POSITION_FIELDS, *POSITION_DETAIL_FIELDS))
 _POSITION_LABELS = ["account", "symbol", "position_side"]
+_AMOUNT = [field.key for field in POSITION_FIELDS].index("positionAmt")
 
 
 def collect(states: Iterable[AccountState], now: float, version: str) -> list[Metric]:
@@ -105,8 +106,12 @@ def _account_families(
                 _add_row(status_positions, labels, position.amounts)
                 if position.update_time is not None:
                     position_updated.add_metric(labels, position.update_time)
+        listed = {(p.symbol, p.side) for p in snapshot.positions} if snapshot else set()
         for detail in details.positions if details is not None else ():
             labels = [name, detail.symbol, detail.side]
+            if (detail.symbol, detail.side) not in listed and detail.position_amt is not None:
+                # A row only the details answer has: its amount, so that it can be read.
+                status_positions[_AMOUNT].add_metric(labels, detail.position_amt)
             _add_row(detail_positions, labels, detail.amounts)
             if detail.adl_quantile is not None:
                 adl.add_metric(labels, detail.adl_quantile)
@@ -134,7 +139,7 @@ def _rate_limit_families(states: list[AccountState]) -> list[Metric]:
         for rate_limit in state.rate_limits:
             label_values = [state.name, rate_limit.rate_limit_type, rate_limit.interval,
                             str(rate_limit.interval_num)]
-            used.add_metric(label_values, rate_limit.count)
+            used.add_metric(label_values, rate_limit.used)
             limit.add_metric(label_values, rate_limit.limit)
     return [used, limit]
 

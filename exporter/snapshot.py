@@ -107,6 +107,7 @@ class PositionDetail(NamedTuple):
     amounts: tuple[float | None, ...]  # in POSITION_DETAIL_FIELDS order; no 0 liquidation price
     adl_quantile: int | None  # 0-4
     margin_asset: str | None
+    position_amt: float | None  # shown only for a row the status answer lacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class RateLimit(NamedTuple):
     interval: str
     interval_num: int
     limit: float
-    count: float
+    used: float  # Binance's "count"; a NamedTuple field cannot be named count
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,7 @@ def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem
                                     f"rateLimits[{index}]: {_show(entry)}"))
             continue
         key = (limit.rate_limit_type, limit.interval, limit.interval_num)
-        if key not in limits or limits[key].count < limit.count:
+        if key not in limits or limits[key].used < limit.used:
             limits[key] = limit
     return tuple(limits.values()), tuple(problems)
 
@@ -281,7 +282,8 @@ def _position_detail(entry: dict[str, Any], where: str,
     if margin_asset is None:
         problems.append(Problem("position", "bad_field", "marginAsset",
                                 f"{where}.marginAsset: {_show(entry.get('marginAsset'))}"))
-    return PositionDetail(symbol, side, amounts, adl, margin_asset)
+    return PositionDetail(symbol, side, amounts, adl, margin_asset,
+                          _amount(entry.get("positionAmt")))
 
 
 def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: str,
@@ -312,7 +314,7 @@ def _amounts(entry: Mapping[str, Any], fields: tuple[Field, ...]) -> tuple[float
     converts to a float; only an exponent can still overflow, which the
     finite check after the fast path catches.
     """
-    values = [entry.get(field.key) for field in fields]
+    values: list[Any] = [entry.get(field.key) for field in fields]
     try:
         joined = "\x00".join(values)  # TypeError unless every value is a string
     except TypeError:

@@ -221,7 +221,7 @@ def test_rate_limits_skip_malformed_entries_and_merge_duplicates() -> None:
         entry, {**entry, "count": 35}, {**entry, "count": 30},
         {**entry, "interval": "SECOND", "intervalNum": 10, "limit": 300, "count": 2},
         "junk"])
-    assert [(limit.interval, limit.count) for limit in limits] == [("MINUTE", 35), ("SECOND", 2)]
+    assert [(limit.interval, limit.used) for limit in limits] == [("MINUTE", 35), ("SECOND", 2)]
     assert kinds(problems) == [("rate_limit", "malformed", None)] * 2
     assert parse_rate_limits("nope")[0] == ()
     assert parse_rate_limits(None) == ((), ())
