@@ -1,8 +1,7 @@
-# syntax=docker/dockerfile:1
-#
 # binance-futures-exporter container image.
 #
 #   docker build -t binance-futures-exporter .
+#   (podman/buildah: add --format docker, or the OCI format drops the HEALTHCHECK)
 #   docker run --read-only -p 127.0.0.1:10317:10317 \
 #     -v "$PWD/config.yaml:/etc/binance-futures-exporter/config.yaml:ro" \
 #     -v "$PWD/secrets:/run/secrets:ro" binance-futures-exporter
@@ -18,15 +17,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY exporter ./exporter
 
-# Wheels for the project and every dependency, then an offline install of
-# exactly those wheels into a self-contained venv (pip compiles the .pyc
-# files here, so the read-only runtime never needs to write them).
-RUN pip wheel . -w /wheels \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index --find-links=/wheels binance-futures-exporter \
+# Wheels for the project and every dependency at the versions constraints.txt
+# pins (the lock file CI uses too), then an offline install of exactly those
+# wheels into a venv without pip or setuptools (dead weight at run time, and
+# scanner noise); pip compiles the .pyc files here, so the read-only runtime
+# never needs to write them.
+RUN pip wheel . -c constraints.txt -w /wheels \
+    && python -m venv --without-pip /opt/venv \
+    && pip --python /opt/venv/bin/python install --no-index --find-links=/wheels \
+       binance-futures-exporter \
     && /opt/venv/bin/binance-futures-exporter --version
 
 # ---- runtime: the same Python base, the venv, nothing else
@@ -35,11 +37,16 @@ FROM python:3.12-slim-bookworm
 LABEL org.opencontainers.image.title="binance-futures-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Binance USDⓈ-M Futures accounts" \
       org.opencontainers.image.source="https://github.com/binance-futures-exporter/binance-futures-exporter" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.2.0"
 
+# --demo listens on loopback by default so that trying it on a host opens no
+# public port; in a container the network namespace is the boundary, and the
+# published port must reach it.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    BINANCE_FUTURES_EXPORTER_DEMO_LISTEN=:10317
 
 COPY --from=build /opt/venv /opt/venv
 

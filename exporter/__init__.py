@@ -1,8 +1,12 @@
 """Prometheus exporter for Binance USDⓈ-M Futures accounts.
 
-Data flows one way: ``config`` -> ``signing`` + ``client`` -> ``poller`` ->
-``snapshot`` -> ``render`` -> ``http``; ``cli`` wires them together and
-``simulator`` is a stand-in for Binance used by ``--demo`` and the tests.
+Data flows one way: ``config`` -> ``signing`` + ``client`` (one WebSocket API
+connection per account) -> ``poller`` (pacing, backoff, health) ->
+``snapshot`` (parsed, immutable) -> ``state`` -> ``metrics`` (what is exposed)
+-> ``exposition`` (encoded, cached bytes) -> ``http``. ``app`` wires them,
+``cli`` parses flags, ``budget`` plans request weight, ``clock`` is the one
+source of time. ``simulator`` is a stand-in for Binance, imported only by
+``--demo`` and the tests.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -38,6 +38,19 @@ from websockets.exceptions import ConnectionClosed
 from exporter import __version__
 from exporter.clock import SYSTEM_CLOCK, Clock
 
+__all__ = [
+    "Answer",
+    "ApiClient",
+    "ApiError",
+    "BadResponse",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "RequestError",
+    "RequestTimeout",
+    "Send",
+    "printable",
+]
+
 log = logging.getLogger(__name__)
 
 # websockets logs every frame at DEBUG, and our frames carry the API key and

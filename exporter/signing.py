@@ -20,6 +20,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+__all__ = [
+    "Ed25519Signer",
+    "HmacSigner",
+    "PrivateKeyError",
+    "RsaSigner",
+    "Signer",
+    "load_private_key",
+    "payload",
+    "signed",
+]
+
 
 class PrivateKeyError(ValueError):
     """A private key that cannot be loaded; the message never contains key material."""

@@ -133,7 +133,8 @@ def test_dockerfile_is_multi_stage_on_a_pinned_slim_python() -> None:
 
 def test_dockerfile_builds_a_wheel_into_a_venv() -> None:
     build_runs = " ".join(i.arguments for i in of("RUN", 0))
-    assert "pip wheel . " in build_runs and "python -m venv /opt/venv" in build_runs
+    assert "pip wheel . -c constraints.txt " in build_runs, "build from the lock file"
+    assert "python -m venv --without-pip /opt/venv" in build_runs, "no pip at run time"
     copies = [i.arguments for i in of("COPY", last_stage())]
     assert any(c.startswith("--from=build /opt/venv") for c in copies)
     assert of("RUN", last_stage()) == [], "the runtime stage only copies the venv"
@@ -154,6 +155,15 @@ def test_dockerfile_runtime_settings() -> None:
     command = healthcheck_command()
     assert command[0] == "python"
     assert f"http://127.0.0.1:{PORT}/healthz" in " ".join(command)
+    labels = " ".join(i.arguments for i in of("LABEL", runtime))
+    assert f'org.opencontainers.image.version="{_version()}"' in labels
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in labels
+    assert (REPO / "LICENSE").read_text(encoding="utf-8").split()[:2] == ["Apache", "License"]
+
+
+def test_dockerfile_needs_no_frontend_from_docker_hub() -> None:
+    first = DOCKERFILE.read_text(encoding="utf-8").splitlines()[0]
+    assert not first.lower().startswith("# syntax"), "a syntax line pulls a BuildKit frontend"
 
 
 def test_dockerfile_bakes_in_no_secret() -> None:
@@ -184,7 +194,8 @@ def _dockerignore_excludes(path: str) -> bool:
 
 def test_dockerignore_keeps_build_inputs_and_drops_the_rest() -> None:
     sources = context_copies()
-    assert {"pyproject.toml", "README.md", "exporter"} <= {s.rstrip("/") for s in sources}
+    assert {"pyproject.toml", "README.md", "LICENSE", "constraints.txt", "exporter"} <= {
+        s.rstrip("/") for s in sources}
     for source in sources:
         source_path = REPO / source
         files = [source_path] if source_path.is_file() else [
