@@ -70,6 +70,7 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # What a shell or docker-compose would have expanded but this loader does not:
 # $NAME, or ${NAME without its closing brace.
 _UNEXPANDED = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _HOST_NAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -470,9 +471,17 @@ def _refuse_unexpanded(value: str, key: str, name: str, variable: str | None = N
         return
     where = f"environment variable {variable} holds" if variable else "got"
     hint = f"; a value that really starts with $ goes in {name}_file" if variable is None else ""
+    reference = match.group(1)
+    # Binance keys and secrets never start with $, but a passphrase might: echo the
+    # value only where it cannot be a secret or follows the ENV_VAR naming habit.
+    if name in ("api_key", "api_secret") or _ENV_NAME.fullmatch(reference):
+        raise ConfigError(
+            f"{key}: {where} {match.group(0)!r}, an unexpanded variable reference: only "
+            f"${{NAME}} is expanded, write ${{{reference}}}{hint}"
+        )
     raise ConfigError(
-        f"{key}: {where} {match.group(0)!r}, an unexpanded variable reference: only "
-        f"${{NAME}} is expanded, write ${{{match.group(1)}}}{hint}"
+        f"{key}: {where} {masked(value)}, which looks like an unexpanded variable reference: "
+        f"only ${{NAME}} is expanded{hint}"
     )
 
 

@@ -59,6 +59,7 @@ from exporter.listen import bind_listeners
 from exporter.ratelog import RateLog
 from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.webconfig import WebConfig
+from exporter.yamlfile import brief
 
 __all__ = ["MetricsServer"]
 
@@ -485,7 +486,9 @@ def _parse(protocol: h11.Connection, head: bytes) -> _Request:
     try:
         event = protocol.next_event()
     except h11.RemoteProtocolError as err:
-        raise _HttpError(err.error_status_hint, f"malformed request: {err}") from err
+        # h11's reason may quote the request; it goes to the debug log, not to the client.
+        _log.debug("malformed request: %s", brief(str(err)))
+        raise _HttpError(err.error_status_hint, "malformed request") from err
     if not isinstance(event, h11.Request):  # cannot happen for a complete head
         raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request")
     head_only = event.method == b"HEAD"

@@ -255,6 +255,18 @@ def test_unexpanded_variable_in_other_secret_fields(field: str) -> None:
         parse_config({"accounts": [entry]})
 
 
+def test_a_passphrase_like_an_unexpanded_variable_is_not_echoed() -> None:
+    entry = account(api_secret=None, private_key="x", private_key_passphrase="$Hunter2isMine")
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"accounts": [entry]})
+    message = str(caught.value)
+    assert message == (
+        "accounts[0] (main).private_key_passphrase: got '$…' (14 characters), which looks like "
+        "an unexpanded variable reference: only ${NAME} is expanded; a value that really starts "
+        "with $ goes in private_key_passphrase_file")
+    assert "Hunter2" not in message
+
+
 def test_unexpanded_variable_inside_an_environment_variable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTER_FOR_TEST", "$INNER")
