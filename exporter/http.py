@@ -195,7 +195,7 @@ class MetricsServer:
         Raises OSError when the address cannot be bound; describe it with
         :func:`exporter.listen.listen_error_message`.
         """
-        self._listeners = bind_listeners(self._host, self._port, backlog=_BACKLOG)
+        self._listeners = await bind_listeners(self._host, self._port, backlog=_BACKLOG)
         self._acceptors = [
             asyncio.create_task(self._accept_loop(sock), name="http-accept")
             for sock in self._listeners

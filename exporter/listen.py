@@ -18,6 +18,7 @@ without privileges, another network namespace never).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -32,10 +33,11 @@ _NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
 _MAX_HOLDERS = 3
 
 
-def bind_listeners(host: str, port: int, *, backlog: int) -> list[socket.socket]:
+async def bind_listeners(host: str, port: int, *, backlog: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for ``host``:``port`` (see the module docstring).
 
-    Raises OSError (``socket.gaierror`` for a name that does not resolve).
+    Raises OSError (``socket.gaierror`` for a name that does not resolve). A host
+    name is resolved off the event loop.
     """
     if host == "":
         try:
@@ -47,7 +49,9 @@ def bind_listeners(host: str, port: int, *, backlog: int) -> list[socket.socket]
         return sockets or [_server(("0.0.0.0", port), socket.AF_INET, backlog)]
     if host == "::" and socket.has_dualstack_ipv6():
         return [_dual_stack(port, backlog)]
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     sockets = []
     try:
         for family, address in dict.fromkeys((info[0], info[4]) for info in infos):

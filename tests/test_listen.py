@@ -49,7 +49,9 @@ async def test_every_interface_means_dual_stack() -> None:
 
 
 @pytest.mark.parametrize("how", ["no-dual-stack", "ipv6-disabled"])
-def test_every_interface_falls_back_to_ipv4(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_interface_falls_back_to_ipv4(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if how == "no-dual-stack":
         monkeypatch.setattr(socket, "has_dualstack_ipv6", lambda: False)
     else:
@@ -57,7 +59,7 @@ def test_every_interface_falls_back_to_ipv4(how: str, monkeypatch: pytest.Monkey
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
 
         monkeypatch.setattr(exporter.listen, "_dual_stack", no_ipv6)
-    sockets = bind_listeners("", 0, backlog=8)
+    sockets = await bind_listeners("", 0, backlog=8)
     try:
         assert [(s.family, s.getsockname()[0]) for s in sockets] == [
             (socket.AF_INET, "0.0.0.0")
@@ -67,7 +69,7 @@ def test_every_interface_falls_back_to_ipv4(how: str, monkeypatch: pytest.Monkey
             sock.close()
 
 
-def test_other_errors_binding_every_interface_are_not_hidden(
+async def test_other_errors_binding_every_interface_are_not_hidden(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def in_use(port: int, backlog: int) -> socket.socket:
@@ -76,12 +78,12 @@ def test_other_errors_binding_every_interface_are_not_hidden(
     monkeypatch.setattr(socket, "has_dualstack_ipv6", lambda: True)
     monkeypatch.setattr(exporter.listen, "_dual_stack", in_use)
     with pytest.raises(OSError) as caught:
-        bind_listeners("", 0, backlog=8)
+        await bind_listeners("", 0, backlog=8)
     assert caught.value.errno == errno.EADDRINUSE
 
 
-def test_a_literal_address_binds_just_that() -> None:
-    sockets = bind_listeners("127.0.0.1", 0, backlog=8)
+async def test_a_literal_address_binds_just_that() -> None:
+    sockets = await bind_listeners("127.0.0.1", 0, backlog=8)
     try:
         assert len(sockets) == 1
         assert sockets[0].getsockname()[0] == "127.0.0.1"
@@ -90,12 +92,12 @@ def test_a_literal_address_binds_just_that() -> None:
         sockets[0].close()
 
 
-def test_port_in_use_names_the_holder_and_the_fix() -> None:
+async def test_port_in_use_names_the_holder_and_the_fix() -> None:
     holder = socket.create_server(("127.0.0.1", 0))
     port = holder.getsockname()[1]
     try:
         with pytest.raises(OSError) as caught:
-            bind_listeners("127.0.0.1", port, backlog=8)
+            await bind_listeners("127.0.0.1", port, backlog=8)
         message = listen_error_message(caught.value, "127.0.0.1", port)
     finally:
         holder.close()
@@ -133,9 +135,9 @@ def test_other_bind_errors(err: OSError, host: str, port: int, expected: str) ->
     assert listen_error_message(err, host, port) == expected + advice
 
 
-def test_an_address_this_machine_does_not_have() -> None:
+async def test_an_address_this_machine_does_not_have() -> None:
     with pytest.raises(OSError) as caught:
-        bind_listeners("192.0.2.1", 0, backlog=8)  # TEST-NET-1: bound locally, never routed
+        await bind_listeners("192.0.2.1", 0, backlog=8)  # TEST-NET-1: bound locally, never routed
     assert "no interface of this machine has that address" in listen_error_message(
         caught.value, "192.0.2.1", 0)
 
