@@ -94,6 +94,7 @@ def test_everything_is_escaped() -> None:
 def test_without_accounts_there_is_no_table() -> None:
     parsed = parse(render_landing("", demo=False, accounts=(), now=NOW))
     assert parsed.cells == []
+    assert "ccount" not in "".join(parsed.text)  # no claim about accounts at all
     assert "Version" not in "".join(parsed.text)
 
 
