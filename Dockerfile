@@ -28,7 +28,7 @@ COPY exporter ./exporter
 RUN pip wheel . -c constraints.txt -w /wheels \
     && python -m venv --without-pip /opt/venv \
     && pip --python /opt/venv/bin/python install --no-index --find-links=/wheels \
-       binance-futures-exporter \
+       /wheels/binance_futures_exporter-*.whl \
     && /opt/venv/bin/binance-futures-exporter --version
 
 # ---- runtime: the same Python base, the venv, nothing else

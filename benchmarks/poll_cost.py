@@ -36,8 +36,8 @@ from benchmarks._common import (
     state_from_frame,
 )
 from exporter import __version__
-from exporter.poller import DURATION_BUCKETS
 from exporter.exposition import Exposition, Page, collect, render_page
+from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import Simulator
 from exporter.snapshot import (
     AccountState,

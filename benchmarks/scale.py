@@ -45,8 +45,8 @@ from benchmarks._common import (
 )
 from exporter.cli import WEIGHT_REFUSE, WEIGHT_WARN, run_exporter
 from exporter.config import parse_config
-from exporter.poller import STATUS_WEIGHT, AccountPoller, weight_budget
 from exporter.exposition import Exposition
+from exporter.poller import STATUS_WEIGHT, AccountPoller, weight_budget
 
 BINANCE_WEIGHT_LIMIT = 2400  # REQUEST_WEIGHT per minute per IP
 SUSTAINED_P99 = 1.0  # seconds of start lateness

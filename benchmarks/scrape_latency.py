@@ -43,8 +43,8 @@ from benchmarks._common import (
     print_table,
 )
 from exporter import __version__
-from exporter.http import MetricsServer
 from exporter.exposition import Exposition, collect, render_page
+from exporter.http import MetricsServer
 from exporter.snapshot import AccountState
 
 GOAL_P99_MS = 5.0

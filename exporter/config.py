@@ -3,25 +3,65 @@
 Every problem raises :class:`ConfigError` with one line that names the key
 (``accounts[1].api_secret: ...``). Secrets are resolved here (inline,
 ``${ENV_VAR}`` or ``<field>_file``) and kept in :class:`Secret` or inside a
-signer, so no ``repr()`` of a config object can show one.
+signer, so no ``repr()`` of a config object can show one. Errors never echo a
+value that may be a secret pasted into the wrong field: a ``*_file`` value that
+names no readable file and an unknown key that does not look like a key name
+are masked (see :mod:`exporter.yamlfile`).
+
+Units:
+
+- durations: ``15s``, ``2m``, ``500ms``, ``1h30m``, or a number of seconds,
+  quoted or not (``90``, ``"90"``, ``1.5``);
+- ``recv_window``: a whole number of milliseconds (Binance's unit), quoted or
+  not, or a duration with a unit (``5s``);
+- sizes: a number of bytes, or a number with a unit, case-insensitive:
+  ``K``/``KB``, ``M``/``MB``, ``G``/``GB`` are powers of 1000 and
+  ``Ki``/``KiB``, ``Mi``/``MiB``, ``Gi``/``GiB`` powers of 1024 (as in
+  Kubernetes): ``4M`` is 4,000,000 bytes, ``4MiB`` 4,194,304.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from exporter.signing import HmacSigner, PrivateKeyError, Signer, load_private_key
+from exporter.yamlfile import (
+    YamlFileError,
+    brief,
+    escape_controls,
+    key_shown,
+    load_yaml_file,
+    masked,
+    shown,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ENDPOINTS",
+    "MAX_RECV_WINDOW_MS",
+    "MIN_FRAME_SIZE",
+    "Account",
+    "Config",
+    "ConfigError",
+    "Secret",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_listen",
+    "parse_size",
+    "resolve_listen",
+]
 
 DEFAULT_PORT = 10317
 ENDPOINTS = {
@@ -29,13 +69,32 @@ ENDPOINTS = {
     "testnet": "wss://testnet.binancefuture.com/ws-fapi/v1",
 }
 MAX_RECV_WINDOW_MS = 60_000
+# The smallest max_frame_size: one v2/account.status answer with dozens of
+# positions and assets is ~10-30 KiB, so a smaller limit would refuse real answers.
+MIN_FRAME_SIZE = 64 * 1024
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "kb": 1000, "mb": 1000**2}
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+}
 _SIZE = re.compile(r"(\d+)\s*([a-z]*)")
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What a shell or docker-compose would have expanded but this loader does not:
+# $NAME, or ${NAME without its closing brace.
+_UNEXPANDED = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+_DOTTED_NUMBERS = re.compile(r"[0-9.]+")
+_SHARED_READ = stat.S_IRGRP | stat.S_IROTH
 
 
 class ConfigError(Exception):
@@ -106,67 +165,139 @@ _ACCOUNT_KEYS = {"name", "session_logon"} | {
 
 
 def parse_duration(value: object, key: str) -> float:
-    """``15s``, ``2m``, ``500ms``, ``1h30m`` or a plain number of seconds -> seconds (> 0)."""
+    """``15s``, ``2m``, ``500ms``, ``1h30m`` or a number of seconds (``90``, ``"90"``) -> s > 0."""
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {_brief(value)}")
+        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {brief(value)}")
+    text = value.strip() if isinstance(value, str) else None
     if isinstance(value, int | float):
         seconds = float(value) if abs(value) < 1e300 else float("inf")
-    elif isinstance(value, str) and value and _DURATION_PART.sub("", value.strip()) == "":
+    elif text and _NUMBER.fullmatch(text):
+        seconds = float(text)
+    elif text and _DURATION_PART.sub("", text) == "":
         seconds = sum(
-            float(number) * _DURATION_UNITS[unit]
-            for number, unit in _DURATION_PART.findall(value.strip())
+            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
         )
     else:
-        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {_brief(value)}")
+        raise ConfigError(f"{key}: expected a duration like 15s, 2m or 500ms, got {brief(value)}")
     if not seconds > 0 or seconds == float("inf"):
-        raise ConfigError(f"{key}: must be a positive duration, got {_brief(value)}")
+        raise ConfigError(f"{key}: must be a positive duration, got {brief(value)}")
     return seconds
 
 
-def parse_size(value: object, key: str) -> int:
-    """A byte count: an integer or ``512KiB``, ``4MiB``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
-    if match is None or match.group(2) not in _SIZE_UNITS or int(match.group(1)) == 0:
-        raise ConfigError(
-            f"{key}: expected a positive size like 4MiB or 1048576, got {_brief(value)}"
-        )
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+def parse_size(value: object, key: str, minimum: int = 1) -> int:
+    """A byte count of at least ``minimum``: ``1048576``, ``512KiB``, ``4MiB``, ``4M``, ``4MB``.
+
+    ``K``/``M``/``G`` (with or without ``B``) are powers of 1000, ``Ki``/``Mi``/``Gi``
+    (with or without ``B``) powers of 1024; case does not matter.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+        if match is None or match.group(2) not in _SIZE_UNITS:
+            raise ConfigError(
+                f"{key}: expected a size like 4MiB, 4MB or 1048576 (bytes), got {brief(value)}"
+            )
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if size < minimum:
+        least = f"{minimum // 1024}KiB" if minimum >= 1024 and minimum % 1024 == 0 else minimum
+        raise ConfigError(f"{key}: must be at least {least}, got {brief(value)}")
+    return size
 
 
 def parse_listen(value: object, key: str = "listen") -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[v6addr]:PORT``."""
+    """``HOST:PORT``, ``:PORT`` (every interface) or ``[v6addr]:PORT``; no name lookup.
+
+    The host must be an IPv4 address, a bracketed IPv6 address or a syntactically
+    valid host name; whether a name resolves is :func:`resolve_listen`'s job.
+    """
+    example = f"127.0.0.1:{DEFAULT_PORT}"
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected HOST:PORT such as 127.0.0.1:{DEFAULT_PORT}")
+        raise ConfigError(f"{key}: expected HOST:PORT such as {example}, got {brief(value)}")
+    if _URL_SCHEME.match(value):
+        raise ConfigError(
+            f"{key}: drop the scheme: expected HOST:PORT such as {example}, got {brief(value)}"
+        )
     host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: expected HOST:PORT with a port 1-65535, got {brief(value)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{key}: invalid IPv6 address {brief(host)}") from None
     elif ":" in host:
         raise ConfigError(f"{key}: write IPv6 addresses in brackets, e.g. [::1]:{DEFAULT_PORT}")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key}: expected HOST:PORT with a port 1-65535, got {_brief(value)}")
+    elif _DOTTED_NUMBERS.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"{key}: invalid IPv4 address {brief(host)}") from None
+    elif host and not _HOST_NAME.fullmatch(host):
+        raise ConfigError(f"{key}: {brief(host)} is not a valid host name or address")
     return host, int(port)
 
 
+def resolve_listen(host: str, port: int, key: str = "listen") -> tuple[str, ...]:
+    """The addresses ``host`` (from :func:`parse_listen`) would bind; ConfigError if none.
+
+    A name lookup may take seconds, so this is for ``--check-config`` and start-up,
+    not for parsing. ``""`` means every interface and resolves to nothing to check.
+    """
+    if not host:
+        return ()
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as err:
+        reason = escape_controls(getattr(err, "strerror", None) or str(err))
+        raise ConfigError(
+            f"{key}: {brief(host)} does not resolve ({reason}); give an IP address or a name "
+            "this machine resolves"
+        ) from None
+    return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 def load_config(path: str | Path) -> Config:
-    """Read, validate and resolve the YAML file at ``path``."""
+    """Read, validate and resolve the YAML file at ``path``.
+
+    Warns (does not refuse) when the file holds an inline secret and other users
+    may read it.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {_shown(path)}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {_shown(path)} is not UTF-8 text") from None
-    try:
-        document = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"config file {_shown(path)} is not valid YAML: {_yaml_problem(exc)}"
-        ) from None
+        document = load_yaml_file(path)
+    except YamlFileError as err:
+        raise ConfigError(f"config file {shown(path)}: {err}") from None
     if document is None:
         document = {}
-    return parse_config(document, base_dir=path.parent)
+    config = parse_config(document, base_dir=path.parent)
+    _warn_inline_secrets(path, document)
+    return config
+
+
+def _warn_inline_secrets(path: Path, document: Mapping[str, Any]) -> None:
+    """Warn when a config file with an inline (not ``${ENV}``) secret is group/world readable."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & _SHARED_READ:
+        return
+    inline = [
+        f"accounts[{index}].{name}"
+        for index, entry in enumerate(document.get("accounts") or ())
+        for name in _SECRET_FIELDS
+        if isinstance(entry.get(name), str) and not _ENV_REFERENCE.fullmatch(entry[name].strip())
+    ]
+    if inline:
+        log.warning(
+            "config file %s holds secrets inline (%s) and %s; chmod 600 it, or use "
+            "${ENV_VAR} or <field>_file",
+            shown(path), ", ".join(inline), _readable_by(mode),
+        )
 
 
 def parse_config(document: object, *, base_dir: Path = Path(".")) -> Config:
@@ -189,7 +320,8 @@ def parse_config(document: object, *, base_dir: Path = Path(".")) -> Config:
     if "weight_limit" in document:
         settings["weight_limit"] = _parse_positive_int(document["weight_limit"], "weight_limit")
     if "max_frame_size" in document:
-        settings["max_frame_size"] = parse_size(document["max_frame_size"], "max_frame_size")
+        settings["max_frame_size"] = parse_size(document["max_frame_size"], "max_frame_size",
+                                                minimum=MIN_FRAME_SIZE)
     if "position_details" in document:
         settings["position_details"] = _parse_bool(document["position_details"],
                                                    "position_details")
@@ -227,31 +359,40 @@ def _parse_endpoint(value: object) -> str:
     if isinstance(value, str) and re.fullmatch(r"wss?://[^\s/]+(/\S*)?", value):
         return value
     raise ConfigError(
-        f"endpoint: expected production, testnet or a ws:// or wss:// URL, got {_brief(value)}"
+        f"endpoint: expected production, testnet or a ws:// or wss:// URL, got {brief(value)}"
     )
 
 
 def _parse_recv_window(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        milliseconds = value
+    """Milliseconds: a number (quoted or not) is milliseconds, ``5s`` or ``500ms`` a duration."""
+    if isinstance(value, bool):
+        milliseconds = -1.0
+    elif isinstance(value, int | float):
+        milliseconds = float(value)
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        milliseconds = float(value.strip())
     else:
-        milliseconds = round(parse_duration(value, "recv_window") * 1000)
+        milliseconds = parse_duration(value, "recv_window") * 1000
     if not 0 < milliseconds <= MAX_RECV_WINDOW_MS:
         raise ConfigError(
-            f"recv_window: must be 1 to {MAX_RECV_WINDOW_MS} milliseconds, got {_brief(value)}"
+            f"recv_window: must be 1 to {MAX_RECV_WINDOW_MS} milliseconds, got {brief(value)}"
         )
-    return milliseconds
+    if abs(milliseconds - round(milliseconds)) > 1e-6:
+        raise ConfigError(
+            f"recv_window: Binance takes whole milliseconds, got {brief(value)}"
+        )
+    return round(milliseconds)
 
 
 def _parse_bool(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {_brief(value)}")
+        raise ConfigError(f"{key}: expected true or false, got {brief(value)}")
     return value
 
 
 def _parse_positive_int(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: expected a positive integer, got {_brief(value)}")
+        raise ConfigError(f"{key}: expected a positive integer, got {brief(value)}")
     return value
 
 
@@ -277,7 +418,7 @@ def _parse_account(entry: object, prefix: str, base_dir: Path) -> Account:
     if not isinstance(name, str) or not _ACCOUNT_NAME.fullmatch(name):
         raise ConfigError(
             f"{prefix}.name: required; 1-64 characters of letters, digits and _.:@- "
-            f"starting with a letter or digit, got {_brief(name)}"
+            f"starting with a letter or digit, got {brief(name)}"
         )
     prefix = f"{prefix} ({name})"
     secrets = {
@@ -325,40 +466,83 @@ def _resolve_secret(entry: Mapping[str, Any], name: str, prefix: str,
     if inline is not None and entry.get(file_key) is not None:
         raise ConfigError(f"{prefix}.{name}: give either {name} or {file_key}, not both")
     if entry.get(file_key) is not None:
-        return _read_secret_file(_resolve_path(entry[file_key], f"{prefix}.{file_key}", base_dir),
-                                 f"{prefix}.{file_key}")
+        given = entry[file_key]
+        return _read_secret_file(_resolve_path(given, f"{prefix}.{file_key}", base_dir),
+                                 f"{prefix}.{file_key}", given, base_dir)
     if inline is None:
         return None
     if not isinstance(inline, str):
         raise ConfigError(f"{prefix}.{name}: expected a string (quote it in YAML)")
+    _refuse_unexpanded(inline, f"{prefix}.{name}", name)
     reference = _ENV_REFERENCE.fullmatch(inline.strip())
     if reference:
-        value = os.environ.get(reference.group(1))
+        variable = reference.group(1)
+        value = os.environ.get(variable)
         if value is None:
-            raise ConfigError(
-                f"{prefix}.{name}: environment variable {reference.group(1)} is not set"
-            )
+            raise ConfigError(f"{prefix}.{name}: environment variable {variable} is not set")
+        _refuse_unexpanded(value, f"{prefix}.{name}", name, variable=variable)
         inline = value
     if not inline.strip():
         raise ConfigError(f"{prefix}.{name}: is empty")
     return inline
 
 
-def _read_secret_file(path: Path, key: str) -> str:
+def _refuse_unexpanded(value: str, key: str, name: str, variable: str | None = None) -> None:
+    """A secret like ``$BINANCE_API_KEY`` is a reference nobody expanded, not a secret.
+
+    Sent as is, Binance answers "invalid API key" and the operator looks in the
+    wrong place; say what to write instead.
+    """
+    match = _UNEXPANDED.fullmatch(value.strip())
+    if match is None or _ENV_REFERENCE.fullmatch(value.strip()):
+        return
+    where = f"environment variable {variable} holds" if variable else "got"
+    hint = f"; a value that really starts with $ goes in {name}_file" if variable is None else ""
+    reference = match.group(1)
+    # Binance keys and secrets never start with $, but a passphrase might: echo the
+    # value only where it cannot be a secret or follows the ENV_VAR naming habit.
+    if name in ("api_key", "api_secret") or _ENV_NAME.fullmatch(reference):
+        raise ConfigError(
+            f"{key}: {where} {match.group(0)!r}, an unexpanded variable reference: only "
+            f"${{NAME}} is expanded, write ${{{reference}}}{hint}"
+        )
+    raise ConfigError(
+        f"{key}: {where} {masked(value)}, which looks like an unexpanded variable reference: "
+        f"only ${{NAME}} is expanded{hint}"
+    )
+
+
+def _read_secret_file(path: Path, key: str, given: str, base_dir: Path) -> str:
+    """The file's text without trailing newlines; warns when other users may read it.
+
+    Until the file has been read, ``given`` may be a secret pasted into the wrong
+    field, so errors show it masked.
+    """
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {_shown(path)}: {exc.strerror}") from None
+        relative = "" if Path(given).expanduser().is_absolute() else (
+            f" relative to {shown(base_dir)}")
+        raise ConfigError(
+            f"{key}: cannot read {masked(given)}{relative}: "
+            f"{escape_controls(exc.strerror or type(exc).__name__)}"
+        ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{key}: {_shown(path)} is not UTF-8 text") from None
-    if mode & stat.S_IROTH:
-        log.warning("secret file %s is readable by every user on this machine; chmod 600 it",
-                    _shown(path))
+        raise ConfigError(f"{key}: {shown(path)} is not UTF-8 text") from None
+    if mode & _SHARED_READ:
+        log.warning("secret file %s %s; chmod 600 it", shown(path), _readable_by(mode))
     text = text.rstrip("\r\n")
     if not text.strip():
-        raise ConfigError(f"{key}: {_shown(path)} is empty")
+        raise ConfigError(f"{key}: {shown(path)} is empty")
     return text
+
+
+def _readable_by(mode: int) -> str:
+    """Who besides the owner may read a file with ``mode``, as words for a warning."""
+    if mode & stat.S_IROTH:
+        return "is readable by every user on this machine"
+    return "is readable by its group"
 
 
 def _resolve_path(value: object, key: str, base_dir: Path) -> Path:
@@ -372,51 +556,5 @@ def _reject_unknown(mapping: Mapping[Any, Any], known: set[str], prefix: str) ->
     for key in mapping:
         if key not in known:
             raise ConfigError(
-                f"{prefix}{_shown(key)}: unknown key (known: {', '.join(sorted(known))})"
+                f"{prefix}{key_shown(key)}: unknown key (known: {', '.join(sorted(known))})"
             )
-
-
-def _brief(value: object) -> str:
-    """``repr(value)``, cut short: error messages echo what was given, not all of it."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shown(value: object) -> str:
-    """``value`` as text for a one-line message: quoted when it holds unprintable characters."""
-    text = str(value)
-    return text if text.isprintable() else repr(text)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """A one-line description of a YAML error, with line and column."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or "syntax error"
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    return f"{problem}{where}"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate mapping keys instead of keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        result[key] = loader.construct_object(value_node, deep=True)
-    return result
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

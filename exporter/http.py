@@ -3,88 +3,84 @@
 Serving is a byte copy: ``page()`` returns a :class:`~exporter.render.Page` rendered
 when the data changed, so a scrape never renders or awaits anything slow.
 
-The server is written for hostile networks (it may be bound to all interfaces):
+HTTP/1.1 syntax - parsing request heads, framing, serialising responses - is
+``h11``'s. This module is the connection manager around it, written for hostile
+networks (the server may be bound to every interface):
 
-- every wait on a client has a deadline: the request head (request line and
-  headers) must arrive within ``header_timeout`` of its first byte - or of the
-  connection - slowloris cannot hold a connection longer; an idle keep-alive
-  connection is closed after ``idle_timeout``; a write must drain within
-  ``write_timeout``; a TLS handshake must finish within ``header_timeout``;
+- every wait on a client has a deadline: the TLS handshake and the first request
+  head must arrive within ``header_timeout`` of the connection; on a kept-alive
+  connection the next head may idle for ``idle_timeout``, then gets
+  ``header_timeout`` from its first byte - slowloris cannot hold a connection
+  longer; a write must drain within ``write_timeout``;
 - the head is capped at ``max_head_bytes`` (431), request bodies are refused
-  (413: the exporter has no use for one), malformed requests get 400;
-- at most ``max_connections`` connections are served at once; beyond that a
-  new connection gets a 503 and is closed, so a flood cannot exhaust file
-  descriptors, and its members time out and free their slots.
+  (413: the exporter has no use for one), malformed requests get 400, an
+  HTTP/1.1 request without exactly one ``Host`` gets 400, versions other than
+  1.0 and 1.1 get 505; HTTP/1.0 requests are answered and the connection closed;
+- connections are accepted by this module (plain TCP; TLS is started on the
+  accepted connection), so each one counts against the caps from ``accept()``,
+  TLS handshakes included: at most ``max_connections`` in all and
+  ``max_connections_per_peer`` per peer; when a cap is reached the
+  longest-waiting idle connection is closed to make room
+  (:mod:`exporter.connections`), so a flood of idle connections cannot lock out
+  a scrape; only when every connection is busy is the newcomer answered 503;
+- when ``accept()`` fails for want of file descriptors, the longest-waiting
+  connection is closed to free one; accept errors, evictions and refusals are
+  logged as rates (:mod:`exporter.ratelog`), never a line each.
 
-Basic auth (from the web config) protects every path except ``/healthz``: a
-liveness probe carries no secret data and must work for a kubelet that holds no
-credentials; ``/`` and ``/metrics`` need credentials. The check does not leak
-which users exist through timing: an unknown user is checked against a dummy
-hash of the same cost, and the decision is made after the check. bcrypt costs
-~100-300 ms of CPU, so it runs in a worker thread (at most ``_BCRYPT_THREADS``
-at once, so a flood of wrong passwords cannot take every thread of the default
-executor that DNS lookups share), and successful checks are remembered as
-SHA-256 digests of the credentials: Prometheus sends the same credentials every
-scrape and would otherwise pay a bcrypt per scrape. Only digests are kept, never
-passwords, and only of credentials that were verified.
+Basic auth (:mod:`exporter.basicauth`, from the web config) protects every path
+except ``/healthz``: a liveness probe carries no secret data and must work for a
+kubelet that holds no credentials. When too many password checks are in
+progress the answer is 503 (``Retry-After: 1``) instead of a growing queue.
 
-``host`` ``""`` and ``"0.0.0.0"`` bind all IPv4 interfaces; ``"::"`` binds IPv6
-and, where the system supports it, IPv4 on the same socket (like Go exporters);
-a host name binds every address it resolves to (with port 0 each gets its own
-ephemeral port and :attr:`MetricsServer.port` reports the first).
+For the addresses a listen host means (``""`` is dual-stack ``::``), see
+:mod:`exporter.listen`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import html
+import errno
 import logging
-import re
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-import bcrypt
+import h11
 
+from exporter.basicauth import AuthResult, BasicAuth
+from exporter.connections import ConnectionTable, peer_key
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
+from exporter.landing import render_landing
+from exporter.listen import bind_listeners
+from exporter.ratelog import RateLog
 from exporter.webconfig import WebConfig
+from exporter.yamlfile import brief
+
+__all__ = ["MetricsServer"]
 
 _log = logging.getLogger("exporter.http")
 
 _REALM = "binance-futures-exporter"
 _ALLOW = "GET, HEAD"
 _PLAIN = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
 _BACKLOG = 1024
 _LINGER_SECONDS = 1.0
-_BCRYPT_THREADS = 2
-_BCRYPT_MAX_PASSWORD = 72
-_AUTH_CACHE_MAX = 1024
-# Salt and digest of a throwaway hash; the cost field is set to match the real hashes.
-_DUMMY_SALT_AND_DIGEST = b"wvx4mOOoHoFTMUX9B8qGgOotleDLMsu46tIHumUyih8PTn3M4K09O"
-
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_TARGET = re.compile(rb"[\x21-\x7e]+")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_ACCEPT_RETRY_SECONDS = 0.1
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_VERSIONS = (b"1.0", b"1.1")
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
     method: str
     path: str
-    http10: bool
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
-
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        return "keep-alive" in tokens if self.http10 else "close" not in tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +92,39 @@ class _Response:
 
 
 class _HttpError(Exception):
-    """A request we answer with ``status`` and then close the connection."""
+    """A request we answer with ``status`` and then close the connection.
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    ``head_only`` when the request is known to be a HEAD: h11 then sends no body.
+    """
+
+    def __init__(self, status: int, message: str, *, head_only: bool = False) -> None:
         super().__init__(message)
         self.response = _Response(status, f"{message}\n".encode())
+        self.head_only = head_only
+
+
+class _Connection:
+    """One accepted connection: its peer, and how to drop it when it is evicted."""
+
+    __slots__ = ("host", "peer", "task", "transport")
+
+    def __init__(self, host: str) -> None:
+        self.host = host  # the client's address, for logs
+        self.peer = peer_key(host)  # what the per-peer caps count
+        self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.WriteTransport | None = None
+
+    def drop(self) -> None:
+        """Close now: free the socket at once and end the connection's task.
+
+        The task is cancelled, not only left to notice the abort: an abort during
+        ``start_tls`` makes Python 3.11 complete the handshake with no transport at
+        all, which breaks the StreamWriter; a cancellation unwinds it cleanly.
+        """
+        if self.transport is not None:
+            self.transport.abort()
+        if self.task is not None:
+            self.task.cancel()
 
 
 class MetricsServer:
@@ -112,36 +136,51 @@ class MetricsServer:
         port: int,
         page: Callable[[], Page],
         *,
+        landing: Callable[[], bytes] | None = None,
         web_config: WebConfig | None = None,
         version: str = "",
-        landing_links: Sequence[tuple[str, str]] = (),
         header_timeout: float = 10.0,
         idle_timeout: float = 90.0,
         write_timeout: float = 10.0,
         max_connections: int = 1024,
+        max_connections_per_peer: int = 16,
         max_head_bytes: int = 16384,
+        auth_max_pending: int = 8,
+        auth_max_pending_per_peer: int = 2,
     ) -> None:
-        """``landing_links`` are extra (href, label) pairs for the landing page.
+        """``landing()`` is called per request to ``/`` and returns the HTML page.
 
+        Without it the page shows ``version`` and the links only.
         ``idle_timeout`` is above Prometheus' default 1 m scrape interval so such
-        scrapes keep reusing their connection.
+        scrapes keep reusing their connection. ``max_connections`` should come from
+        :func:`exporter.fdlimit.connection_cap`.
         """
         self._host = host
         self._port = port
         self._page = page
-        self._web_config = web_config or WebConfig()
-        self._landing = _landing_html(version, landing_links)
+        self._landing = landing or (
+            lambda: render_landing(version, demo=False, accounts=(), now=time.time())
+        )
+        web_config = web_config or WebConfig()
+        self._ssl_context = web_config.ssl_context
+        self._auth = BasicAuth(
+            web_config.basic_auth_users,
+            max_pending=auth_max_pending,
+            max_pending_per_peer=auth_max_pending_per_peer,
+        )
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
         self._write_timeout = write_timeout
-        self._max_connections = max_connections
         self._max_head_bytes = max_head_bytes
-        self._dummy_hash = _dummy_hash(self._web_config.basic_auth_users.values())
-        self._auth_cache: set[bytes] = set()
-        self._bcrypt_slots = asyncio.Semaphore(_BCRYPT_THREADS)
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self._saturated = False
-        self._server: asyncio.Server | None = None
+        self._table: ConnectionTable[_Connection] = ConnectionTable(
+            max_connections, max_connections_per_peer
+        )
+        self._tasks: dict[asyncio.Task[None], _Connection] = {}
+        self._listeners: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        self._accept_errors = RateLog(_log, "failed accept() calls", level=logging.ERROR)
+        self._evictions = RateLog(_log, "waiting connections closed to make room")
+        self._refusals = RateLog(_log, "connections refused with 503, every slot busy")
         self._routes: dict[str, Callable[[_Request], _Response]] = {
             "/metrics": self._metrics,
             "/": self._landing_page,
@@ -151,88 +190,106 @@ class MetricsServer:
         self.url = ""
 
     async def start(self) -> None:
-        """Bind and start accepting; afterwards ``port`` and ``url`` are the bound ones."""
-        options: dict[str, object] = {"limit": self._max_head_bytes, "backlog": _BACKLOG}
-        ssl_context = self._web_config.ssl_context
-        if ssl_context is not None:
-            options.update(
-                ssl=ssl_context,
-                ssl_handshake_timeout=self._header_timeout,
-                ssl_shutdown_timeout=self._write_timeout,
-            )
-        if self._host == "::" and socket.has_dualstack_ipv6():
-            sock = socket.create_server(
-                ("::", self._port), family=socket.AF_INET6, dualstack_ipv6=True
-            )
-            self._server = await asyncio.start_server(self._on_connect, sock=sock, **options)
-        else:
-            host = self._host or "0.0.0.0"
-            self._server = await asyncio.start_server(self._on_connect, host, self._port, **options)
-        bound_host, self.port = self._server.sockets[0].getsockname()[:2]
-        scheme = "https" if ssl_context is not None else "http"
+        """Bind and start accepting; afterwards ``port`` and ``url`` are the bound ones.
+
+        Raises OSError when the address cannot be bound; describe it with
+        :func:`exporter.listen.listen_error_message`.
+        """
+        self._listeners = await bind_listeners(self._host, self._port, backlog=_BACKLOG)
+        self._acceptors = [
+            asyncio.create_task(self._accept_loop(sock), name="http-accept")
+            for sock in self._listeners
+        ]
+        bound_host, self.port = self._listeners[0].getsockname()[:2]
+        scheme = "https" if self._ssl_context is not None else "http"
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"{scheme}://{url_host}:{self.port}"
         _log.info("serving metrics on %s", self.url)
 
     async def stop(self) -> None:
-        """Stop listening and drop every open connection now (in-flight scrapes included).
-
-        Aborting the transports wakes every connection task with EOF or a reset,
-        so they end by themselves; cancelling them instead would make Python 3.11's
-        streams log the CancelledError as an error.
-        """
-        if self._server is None:
+        """Stop listening and drop every open connection now (in-flight scrapes included)."""
+        if not self._listeners:
             return
-        self._server.close()
-        tasks = list(self._connections)
-        for writer in self._connections.values():
-            writer.transport.abort()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+        tasks = list(self._tasks)
+        for connection in self._tasks.values():
+            connection.drop()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        self._auth.close()
+        for rate in (self._accept_errors, self._evictions, self._refusals):
+            rate.close()
+
+    # -- accepting -----------------------------------------------------------------
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except (ConnectionAbortedError, InterruptedError):
+                continue  # the client gave up before we accepted
+            except OSError as err:
+                await self._accept_failed(err)
+                continue
+            self._admit(sock, str(address[0]) if isinstance(address, tuple) else "?")
+
+    async def _accept_failed(self, err: OSError) -> None:
+        """Count the failure; out of descriptors, free one by closing a waiting connection."""
+        self._accept_errors.note("accept() failed: %s", err.strerror or type(err).__name__)
+        victim = self._table.oldest_waiting() if err.errno in _OUT_OF_DESCRIPTORS else None
+        if victim is not None:
+            victim.drop()
+            await asyncio.sleep(0)  # let the transport close its socket
+        else:
+            await asyncio.sleep(_ACCEPT_RETRY_SECONDS)
+
+    def _admit(self, sock: socket.socket, host: str) -> None:
+        connection = _Connection(host)
+        victims = self._table.admit(connection, connection.peer)
+        if victims is None:
+            self._refusals.note(
+                "%d connections open and all busy: answering 503 to %s",
+                len(self._table), host, peer=connection.peer,
+            )
+            _refuse(sock)
+            return
+        for victim in victims:
+            self._evictions.note(
+                "connection limit reached: closing a waiting connection from %s to admit one "
+                "from %s",
+                victim.host, host, peer=connection.peer,
+            )
+            victim.drop()
+        task = asyncio.create_task(self._connection(sock, connection))
+        connection.task = task
+        self._tasks[task] = connection
 
     # -- connections ---------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self._max_connections:
-            self._refuse(writer)
-            return
+    async def _connection(self, sock: socket.socket, connection: _Connection) -> None:
         task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        peer = writer.get_extra_info("peername")
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._serve(reader, writer, peer)
+            reader, writer = await _streams(sock, self._max_head_bytes)
+            connection.transport = writer.transport
+            await self._serve(reader, writer, connection)
         except (OSError, TimeoutError) as err:  # ssl.SSLError is an OSError
-            _log.debug("connection from %s ended: %r", peer, err)
+            _log.debug("connection from %s ended: %r", connection.host, err)
         except Exception:
-            _log.exception("unexpected error serving %s", peer)
+            _log.exception("unexpected error serving %s", connection.host)
         finally:
-            del self._connections[task]
-            if len(self._connections) < self._max_connections:
-                self._saturated = False
-            await self._close(writer)
-
-    def _refuse(self, writer: asyncio.StreamWriter) -> None:
-        """Over the connection limit: answer 503 without starting a task for the connection.
-
-        The 503 fits the socket buffer, so no await is needed. Closing at once would
-        answer request bytes we never read with a RST that can destroy the 503, so
-        the connection is half-closed and dropped a moment later.
-        """
-        if not self._saturated:
-            _log.warning(
-                "%d connections open, the limit: answering 503 until some close",
-                self._max_connections,
-            )
-            self._saturated = True
-        response = _Response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections\n")
-        writer.write(_serialize(response, head_only=False, close=True, http10=False))
-        if writer.can_write_eof():
-            writer.write_eof()
-            asyncio.get_running_loop().call_later(_LINGER_SECONDS, writer.transport.abort)
-        else:
-            writer.close()
+            self._table.remove(connection)
+            if task is not None:
+                self._tasks.pop(task, None)
+            if writer is not None:
+                await self._close(writer)
+            else:
+                sock.close()
 
     async def _close(self, writer: asyncio.StreamWriter) -> None:
         """Close, giving buffered data and a TLS shutdown ``write_timeout`` to finish."""
@@ -245,51 +302,68 @@ class MetricsServer:
             pass
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
     ) -> None:
+        protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head_bytes + 1)
         first = True
         while True:
+            self._table.waiting(connection)
             try:
-                head = await self._read_head(reader, first)
+                head = await self._next_head(reader, writer, connection, first)
                 if head is None:
                     return
-                request = _parse_head(head)
+                self._table.busy(connection)
+                request = _parse(protocol, head)
             except _HttpError as err:
-                _log.debug("%s bad request: %s", peer, err)
-                await self._send(writer, err.response, head_only=False, close=True, http10=False)
+                _log.debug("%s bad request: %s", connection.host, err)
+                await self._send(
+                    writer, protocol, err.response, head_only=err.head_only, close=True
+                )
                 await _linger(reader, writer)
                 return
-            first = False
-            response = await self._respond(request, peer)
-            close = not request.keep_alive
+            response = await self._respond(request, connection)
             await self._send(
-                writer,
-                response,
-                head_only=request.method == "HEAD",
-                close=close,
-                http10=request.http10,
+                writer, protocol, response, head_only=request.method == "HEAD", close=False
             )
-            if close:
+            if protocol.our_state is not h11.DONE:  # h11 says MUST_CLOSE
                 return
+            protocol.start_next_cycle()
+            first = False
 
-    async def _read_head(self, reader: asyncio.StreamReader, first: bool) -> list[bytes] | None:
-        """Read a request head; None when the client closed the connection instead.
+    async def _next_head(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: _Connection,
+        first: bool,
+    ) -> bytes | None:
+        """The next request head; None when the client closed the connection instead.
 
-        The first request on a connection has ``header_timeout`` from the connection
-        on; later ones may idle for ``idle_timeout``, then get ``header_timeout``
-        from their first byte.
+        The first request on a connection, TLS handshake included, has
+        ``header_timeout`` from the connection on; later ones may idle for
+        ``idle_timeout``, then get ``header_timeout`` from their first byte.
         """
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._header_timeout if first else self._idle_timeout) as cm:
+            if first and self._ssl_context is not None:
+                await writer.start_tls(
+                    self._ssl_context, ssl_handshake_timeout=self._header_timeout
+                )
+                connection.transport = writer.transport
             try:
                 lead = await reader.readexactly(1)
             except asyncio.IncompleteReadError:
                 return None
             if not first:
                 cm.reschedule(loop.time() + self._header_timeout)
-            return await self._read_lines(reader, lead)
+            return await self._read_head(reader, lead)
 
-    async def _read_lines(self, reader: asyncio.StreamReader, lead: bytes) -> list[bytes] | None:
+    async def _read_head(self, reader: asyncio.StreamReader, lead: bytes) -> bytes | None:
+        """Lines up to the empty line that ends a head, at most ``max_head_bytes`` in all.
+
+        Empty lines before the request line are skipped (RFC 9112 2.2). This only
+        finds where the head ends; h11 parses it.
+        """
         lines: list[bytes] = []
         size = 0
         while True:
@@ -305,31 +379,35 @@ class MetricsServer:
                 raise _HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large")
             if not line.endswith(b"\n"):
                 return None  # the client closed mid-head
-            if line not in (b"\r\n", b"\n"):
-                lines.append(line)
-            elif lines:
-                return lines
-            # else: an empty line before the request line, which RFC 9112 says to ignore
+            lines.append(line)
+            if line in (b"\r\n", b"\n"):
+                if len(lines) > 1:
+                    return b"".join(lines)
+                lines.clear()
 
     async def _send(
         self,
         writer: asyncio.StreamWriter,
+        protocol: h11.Connection,
         response: _Response,
         *,
         head_only: bool,
         close: bool,
-        http10: bool,
     ) -> None:
-        writer.write(_serialize(response, head_only=head_only, close=close, http10=http10))
-        await asyncio.wait_for(writer.drain(), self._write_timeout)
+        writer.write(_serialize(protocol, response, head_only=head_only, close=close))
+        try:
+            await asyncio.wait_for(writer.drain(), self._write_timeout)
+        except TimeoutError:
+            writer.transport.abort()  # the client does not read: drop what it has not taken
+            raise
 
     # -- requests ------------------------------------------------------------------
 
-    async def _respond(self, request: _Request, peer: object) -> _Response:
-        response = await self._route(request, peer)
+    async def _respond(self, request: _Request, connection: _Connection) -> _Response:
+        response = await self._route(request, connection)
         _log.debug(
             "%s %s %s -> %d (%d bytes)",
-            peer,
+            connection.host,
             request.method,
             request.path,
             response.status,
@@ -337,13 +415,21 @@ class MetricsServer:
         )
         return response
 
-    async def _route(self, request: _Request, peer: object) -> _Response:
-        if request.path != "/healthz" and not await self._authorized(request, peer):
-            return _Response(
-                HTTPStatus.UNAUTHORIZED,
-                b"Unauthorized\n",
-                headers=(("WWW-Authenticate", f'Basic realm="{_REALM}"'),),
-            )
+    async def _route(self, request: _Request, connection: _Connection) -> _Response:
+        if request.path != "/healthz" and self._auth.required:
+            result = await self._auth.check(request.headers.get("authorization"), connection.peer)
+            if result is AuthResult.BUSY:
+                return _Response(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    b"Too many password checks in progress; retry\n",
+                    headers=(("Retry-After", "1"),),
+                )
+            if result is AuthResult.DENIED:
+                return _Response(
+                    HTTPStatus.UNAUTHORIZED,
+                    b"Unauthorized\n",
+                    headers=(("WWW-Authenticate", f'Basic realm="{_REALM}"'),),
+                )
         handler = self._routes.get(request.path)
         if handler is None:
             return _Response(HTTPStatus.NOT_FOUND, b"Not Found\n")
@@ -368,124 +454,133 @@ class MetricsServer:
         return _Response(HTTPStatus.OK, body, content_type, tuple(headers))
 
     def _landing_page(self, request: _Request) -> _Response:
-        return _Response(HTTPStatus.OK, self._landing, "text/html; charset=utf-8")
+        return _Response(HTTPStatus.OK, self._landing(), _HTML)
 
     def _healthz(self, request: _Request) -> _Response:
         return _Response(HTTPStatus.OK, b"ok\n")
 
-    async def _authorized(self, request: _Request, peer: object) -> bool:
-        users = self._web_config.basic_auth_users
-        if not users:
-            return True
-        credentials = _basic_credentials(request.headers.get("authorization"))
-        if credentials is None:
-            return False
-        user, password = credentials
-        user_bytes = user.encode()
-        digest = hashlib.sha256(b"%d:%s:%s" % (len(user_bytes), user_bytes, password)).digest()
-        if digest in self._auth_cache:
-            return True
-        hashed = users.get(user)
-        async with self._bcrypt_slots:
-            ok = await asyncio.to_thread(_verify, password, hashed, self._dummy_hash)
-        if ok:
-            if len(self._auth_cache) >= _AUTH_CACHE_MAX:
-                self._auth_cache.clear()
-            self._auth_cache.add(digest)
-        else:
-            _log.warning(
-                "basic auth failed for %s from %s",
-                f"user {user!r}" if hashed is not None else "an unknown user",
-                peer,
-            )
-        return ok
+
+async def _streams(
+    sock: socket.socket, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Server-side streams for an accepted socket (what ``asyncio.start_server`` makes).
+
+    The protocol gets a client-connected callback because that is how
+    ``StreamWriter.start_tls`` knows to take the server side of the handshake.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit)
+    made: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+
+    def connected(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        made.set_result(writer)
+
+    protocol = asyncio.StreamReaderProtocol(reader, connected)
+    await loop.connect_accepted_socket(lambda: protocol, sock)
+    return reader, await made
 
 
-def _verify(password: bytes, hashed: bytes | None, dummy: bytes) -> bool:
-    """Spend exactly one bcrypt whatever the input, then decide."""
-    valid = hashed is not None and len(password) <= _BCRYPT_MAX_PASSWORD
+def _parse(protocol: h11.Connection, head: bytes) -> _Request:
+    """A complete request head -> :class:`_Request`, or _HttpError with the status to answer."""
+    protocol.receive_data(head)
     try:
-        matches = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed if valid else dummy)
-    except ValueError:
-        return False
-    return valid and matches
-
-
-def _dummy_hash(hashes: Iterable[bytes]) -> bytes:
-    """A hash no password matches, as costly as the most costly configured one."""
-    cost = max((int(h[4:6]) for h in hashes), default=4)
-    return b"$2b$%02d$%s" % (cost, _DUMMY_SALT_AND_DIGEST)
-
-
-def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    try:
-        return user.decode(), password
-    except UnicodeDecodeError:
-        return None
-
-
-def _parse_head(lines: list[bytes]) -> _Request:
-    request_line, *header_lines = (line.rstrip(b"\r\n") for line in lines)
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request line")
-    version = _VERSION.fullmatch(parts[2])
-    if version is None:
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request line")
-    if version[1] != b"1":
-        raise _HttpError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.x is supported")
-    headers = _parse_headers(header_lines)
-    _refuse_body(headers)
+        event = protocol.next_event()
+    except h11.RemoteProtocolError as err:
+        # h11's reason may quote the request; it goes to the debug log, not to the client.
+        _log.debug("malformed request: %s", brief(str(err)))
+        raise _HttpError(err.error_status_hint, "malformed request") from err
+    if not isinstance(event, h11.Request):  # cannot happen for a complete head
+        raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request")
+    head_only = event.method == b"HEAD"
+    if event.http_version not in _VERSIONS:
+        raise _HttpError(
+            HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and 1.1", head_only=head_only
+        )
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in event.headers:
+        name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    # h11 has checked that Content-Length is digits (repeats must agree).
+    if "transfer-encoding" in headers or int(headers.get("content-length", "0")) > 0:
+        raise _HttpError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "request bodies are not accepted",
+            head_only=head_only,
+        )
+    protocol.next_event()  # EndOfMessage: the request had no body
     return _Request(
-        method=parts[0].decode("ascii"),
-        path=_path(parts[1].decode("ascii")),
-        http10=version[2] == b"0",
+        method=event.method.decode("ascii"),
+        path=_path(event.target.decode("ascii")),
         headers=headers,
     )
 
 
-def _parse_headers(lines: list[bytes]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, sep, raw_value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name) or b"\r" in raw_value or b"\0" in raw_value:
-            raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed header line")
-        key = name.decode("ascii").lower()
-        value = raw_value.strip(b" \t").decode("latin-1")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return headers
-
-
-def _refuse_body(headers: Mapping[str, str]) -> None:
-    if "transfer-encoding" in headers:
-        raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request bodies are not accepted")
-    length = headers.get("content-length", "0")
-    if not length.isascii() or not length.isdigit():
-        raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
-    if int(length) > 0:
-        raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request bodies are not accepted")
-
-
 def _path(target: str) -> str:
-    """The path of an origin-form or absolute-form target, without the query."""
-    if target.startswith(("http://", "https://")):
+    """The path of an origin-form or absolute-form target (any case of scheme), no query."""
+    scheme, sep, _ = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
         try:
             return urlsplit(target).path or "/"
         except ValueError as err:
             raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request target") from err
     return target.partition("?")[0]
+
+
+def _serialize(
+    protocol: h11.Connection, response: _Response, *, head_only: bool, close: bool
+) -> bytes:
+    """The response's bytes from h11, which also decides whether the connection stays open."""
+    headers = [
+        ("Date", formatdate(usegmt=True)),
+        ("Content-Type", response.content_type),
+        ("Content-Length", str(len(response.body))),
+        *response.headers,
+    ]
+    if close:
+        headers.append(("Connection", "close"))
+    data = protocol.send(
+        h11.Response(
+            status_code=response.status,
+            headers=headers,
+            reason=HTTPStatus(response.status).phrase.encode("ascii"),
+        )
+    )
+    body = b"" if head_only else protocol.send(h11.Data(data=response.body))
+    return (data or b"") + (body or b"") + (protocol.send(h11.EndOfMessage()) or b"")
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Every connection is busy: answer 503 on the raw socket and close it a moment later.
+
+    The 503 fits the socket buffer, so no await is needed. Closing at once would
+    answer request bytes we never read with a RST that can destroy the 503, so
+    the connection is half-closed and dropped a moment later.
+    """
+    response = _Response(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections\n")
+    data = _serialize(h11.Connection(h11.SERVER), response, head_only=False, close=True)
+    try:
+        sock.setblocking(False)
+        sock.send(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        sock.close()
+        return
+    asyncio.get_running_loop().call_later(_LINGER_SECONDS, sock.close)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then discard what the client still sends for a moment.
+
+    Closing a socket with unread input makes the kernel send a RST, which can
+    destroy the error response before the client reads it.
+    """
+    if not writer.can_write_eof():
+        return
+    writer.write_eof()
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(_LINGER_SECONDS):
+            while await reader.read(65536):
+                pass
 
 
 def _weighted(header: str) -> dict[str, float]:
@@ -519,49 +614,3 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     weights = _weighted(accept_encoding)
     q = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
     return q > 0.0
-
-
-def _serialize(response: _Response, *, head_only: bool, close: bool, http10: bool) -> bytes:
-    lines = [
-        f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}",
-        f"Date: {formatdate(usegmt=True)}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        *(f"{name}: {value}" for name, value in response.headers),
-    ]
-    if close:
-        lines.append("Connection: close")
-    elif http10:
-        lines.append("Connection: keep-alive")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + response.body
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Half-close, then discard what the client still sends for a moment.
-
-    Closing a socket with unread input makes the kernel send a RST, which can
-    destroy the error response before the client reads it.
-    """
-    if not writer.can_write_eof():
-        return
-    writer.write_eof()
-    with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(_LINGER_SECONDS):
-            while await reader.read(65536):
-                pass
-
-
-def _landing_html(version: str, links: Sequence[tuple[str, str]]) -> bytes:
-    # Relative links keep working behind a reverse proxy that adds a path prefix.
-    items = [("metrics", "Metrics"), ("healthz", "Health check"), *links]
-    entries = "\n".join(
-        f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for href, label in items
-    )
-    version_line = f"<p>Version {html.escape(version)}</p>\n" if version else ""
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head><meta charset="utf-8"><title>Binance Futures Exporter</title>'
-        "</head>\n<body>\n<h1>Binance Futures Exporter</h1>\n"
-        f"{version_line}<ul>\n{entries}\n</ul>\n</body>\n</html>\n"
-    ).encode()

@@ -21,7 +21,8 @@ Supported:
   ``VerifyClientCertIfGiven``, ``RequireAndVerifyClientCert``),
   ``min_version`` and ``max_version`` (``TLS12`` - the default minimum - or
   ``TLS13``).
-- ``basic_auth_users``: user name -> bcrypt hash (``$2a$``, ``$2b$``, ``$2y$``).
+- ``basic_auth_users``: user name -> bcrypt hash (``$2a$``, ``$2b$``, ``$2y$``),
+  all of the same cost (see below).
 
 Not supported, rejected with an error rather than silently ignored:
 
@@ -39,6 +40,14 @@ Two rules are stricter than the toolkit: ``VerifyClientCertIfGiven`` and
 back to the system CAs, so any publicly issued certificate would pass), and,
 like the toolkit, ``client_ca_file`` without a verifying ``client_auth_type``
 is an error rather than a CA that is never used.
+
+Hashes of different bcrypt costs are refused: a request for an unknown user is
+checked against a dummy hash, and with mixed costs no single dummy costs the same
+as every real user, so response times would tell which user names exist (a
+cost-4 user answers in 2 ms, a cost-10 dummy in 60 ms). Re-hash with one cost.
+
+The file is read with the shared strict loader (:mod:`exporter.yamlfile`): a
+key given twice is an error, and every error is one line naming the key.
 """
 
 from __future__ import annotations
@@ -51,7 +60,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
+from exporter.yamlfile import (
+    UnreadableFileError,
+    YamlFileError,
+    brief,
+    escape_controls,
+    key_shown,
+    load_yaml_file,
+    masked,
+    shown,
+)
+
+__all__ = ["WebConfig", "WebConfigError", "bcrypt_cost", "load_web_config"]
 
 _SUPPORTED_TOP = frozenset({"tls_server_config", "basic_auth_users"})
 _UNSUPPORTED_TOP = frozenset({"http_server_config", "rate_limit"})
@@ -109,18 +129,21 @@ def load_web_config(path: str | Path) -> WebConfig:
     try:
         return _parse(_read_yaml(path), path.parent)
     except WebConfigError as err:
-        raise WebConfigError(f"web config {path}: {err}") from err.__cause__
+        # A name that is no readable file may be a secret pasted into web_config_file.
+        named = masked(str(path)) if isinstance(err.__cause__, UnreadableFileError) else shown(path)
+        raise WebConfigError(f"web config {named}: {err}") from err.__cause__
+
+
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost (log2 of the rounds) of a validated bcrypt hash: ``$2b$12$...`` -> 12."""
+    return int(hashed[4:6])
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise WebConfigError(f"cannot read file: {_one_line(err)}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise WebConfigError(f"invalid YAML: {_one_line(err)}") from err
+        data = load_yaml_file(path)
+    except YamlFileError as err:
+        raise WebConfigError(str(err)) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -145,7 +168,7 @@ def _check_keys(
         if key in unsupported:
             raise WebConfigError(f"{prefix}{key}: not supported by this exporter")
         if key not in supported:
-            raise WebConfigError(f"{prefix}{key}: unknown key")
+            raise WebConfigError(f"{prefix}{key_shown(key)}: unknown key")
 
 
 def _mapping(value: Any, key: str) -> Mapping[Any, Any]:
@@ -174,13 +197,17 @@ def _tls_version(tls: Mapping[str, Any], key: str, default: str) -> ssl.TLSVersi
     name = tls.get(key) or default
     if not isinstance(name, str) or name not in _TLS_VERSIONS:
         raise WebConfigError(
-            f"tls_server_config.{key}: {name!r} not supported (use TLS12 or TLS13)"
+            f"tls_server_config.{key}: {brief(name)} not supported (use TLS12 or TLS13)"
         )
     return _TLS_VERSIONS[name]
 
 
 def _file(tls: Mapping[str, Any], key: str, base: Path) -> Path:
-    """Resolve ``key`` against the config's directory and check the file is readable."""
+    """Resolve ``key`` against the config's directory and check the file is readable.
+
+    A value that names no readable file may be a key pasted into the wrong
+    field, so it is shown masked.
+    """
     value = tls.get(key)
     if not isinstance(value, str) or not value:
         raise WebConfigError(f"tls_server_config.{key}: required, must be a file path")
@@ -188,7 +215,10 @@ def _file(tls: Mapping[str, Any], key: str, base: Path) -> Path:
     try:
         path.read_bytes()
     except OSError as err:
-        raise WebConfigError(f"tls_server_config.{key}: cannot read: {_one_line(err)}") from err
+        reason = escape_controls(err.strerror or type(err).__name__)
+        raise WebConfigError(
+            f"tls_server_config.{key}: cannot read {masked(value)}: {reason}"
+        ) from err
     return path
 
 
@@ -204,7 +234,8 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         ) from err
     except ssl.SSLError as err:
         raise WebConfigError(
-            f"tls_server_config.cert_file/key_file: cannot load {cert} with {key}: {_one_line(err)}"
+            f"tls_server_config.cert_file/key_file: cannot load {shown(cert)} with {shown(key)}: "
+            f"{_one_line(err)}"
         ) from err
 
 
@@ -218,7 +249,7 @@ def _load_client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: Path) -
         raise WebConfigError(f"{prefix}client_auth_type: {auth_type!r} not supported")
     if auth_type not in _CLIENT_AUTH:
         raise WebConfigError(
-            f"{prefix}client_auth_type: {auth_type!r} is not one of {', '.join(_CLIENT_AUTH)}"
+            f"{prefix}client_auth_type: {brief(auth_type)} is not one of {', '.join(_CLIENT_AUTH)}"
         )
     verify_mode = _CLIENT_AUTH[auth_type]
     has_ca = "client_ca_file" in tls
@@ -236,7 +267,7 @@ def _load_client_auth(ctx: ssl.SSLContext, tls: Mapping[str, Any], base: Path) -
         ctx.load_verify_locations(cafile=ca_file)
     except ssl.SSLError as err:
         raise WebConfigError(
-            f"{prefix}client_ca_file: cannot load {ca_file}: {_one_line(err)}"
+            f"{prefix}client_ca_file: cannot load {shown(ca_file)}: {_one_line(err)}"
         ) from err
     ctx.verify_mode = verify_mode
 
@@ -246,15 +277,23 @@ def _users(users: Mapping[Any, Any]) -> dict[str, bytes]:
     for user, hashed in users.items():
         if not isinstance(user, str) or not user:
             raise WebConfigError(
-                f"basic_auth_users.{user}: user name must be a non-empty string (quote it)"
+                f"basic_auth_users.{shown(user)}: user name must be a non-empty string (quote it)"
             )
         if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             raise WebConfigError(
-                f"basic_auth_users.{user}: not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters)"
+                f"basic_auth_users.{shown(user)}: not a bcrypt hash ($2a$/$2b$/$2y$, "
+                "60 characters)"
             )
         result[user] = hashed.encode("ascii")
+    costs = {user: bcrypt_cost(hashed) for user, hashed in result.items()}
+    if len(set(costs.values())) > 1:
+        listed = ", ".join(f"{shown(user)} {cost}" for user, cost in sorted(costs.items()))
+        raise WebConfigError(
+            f"basic_auth_users: hashes of different bcrypt costs ({listed}) would let response "
+            "times tell which users exist; re-hash them with one cost, e.g. htpasswd -nBC 10"
+        )
     return result
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+    return escape_controls(" ".join(str(err).split()))

@@ -99,7 +99,7 @@ async def test_check_config_prints_a_summary_without_secrets(simulator: Simulato
     ("accounts:\n- {name: a, api_key: k, api_secret: s}\n- {name: a, api_key: k, api_secret: s}\n",
      "error: accounts[1].name: duplicate account name 'a'"),
     ("accounts: [{name: a, api_key: k, api_secret_file: /nonexistent/secret}]\n",
-     "error: accounts[0] (a).api_secret_file: cannot read /nonexistent/secret"),
+     "error: accounts[0] (a).api_secret_file: cannot read '/n…' (19 characters): No such"),
     ("poll_interval: 100ms\naccounts: [{name: a, api_key: k, api_secret: s}]\n",
      "error: poll_interval: 1 accounts every 0.1s need"),
 ])
@@ -107,6 +107,7 @@ async def test_bad_config_exits_2_with_one_line(tmp_path: Path, config: str,
                                                 problem: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(config)
+    path.chmod(0o600)  # inline secrets: a shared file would add a warning line
     result = await run_cli("--config", str(path), "--check-config")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -118,6 +119,7 @@ async def test_no_config_and_bad_listen_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--demo" in result.stderr
     path = tmp_path / "c.yaml"
     path.write_text("accounts: [{name: a, api_key: k, api_secret: s}]\n")
+    path.chmod(0o600)  # inline secrets: a shared file would add a warning line
     result = await run_cli("--config", str(path), "--listen", "nowhere", "--check-config")
     assert result.returncode == 2 and result.stderr.startswith("error: --listen: ")
 

@@ -11,8 +11,8 @@ import itertools
 import logging
 import socket
 import ssl
+import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +24,11 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import exporter.http
+import exporter.basicauth
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.http import MetricsServer
 from exporter.webconfig import WebConfig, load_web_config
+from tests.support import wait_for
 
 TEXT = b"# HELP up_demo Demo.\n# TYPE up_demo gauge\nup_demo 1.0\n" * 50
 OPENMETRICS = b"# HELP up_demo Demo.\n# TYPE up_demo gauge\nup_demo 1.0\n# EOF\n"
@@ -112,6 +113,43 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+async def connect(
+    server: MetricsServer, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection from ``source`` (any 127.0.0.0/8 address: another peer)."""
+    return await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
+
+
+async def idle_connection(
+    server: MetricsServer, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has been answered once and now idles in keep-alive."""
+    reader, writer = await connect(server, source)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(5):
+        await reader.readuntil(b"ok\n")
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closed the connection (EOF or reset), waiting up to 5 s."""
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read() == b""
+    except ConnectionResetError:
+        return True
+
+
+async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether a /healthz request on this (idle) connection is answered with 200."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        async with asyncio.timeout(5):
+            return (await reader.readuntil(b"ok\n")).startswith(b"HTTP/1.1 200 ")
+    except (asyncio.IncompleteReadError, ConnectionResetError):
+        return False
+
+
 # -- routes and negotiation ---------------------------------------------------------------
 
 
@@ -192,8 +230,8 @@ async def test_head_has_headers_but_no_body(serve: Serve) -> None:
     assert reply.body == b""
 
 
-async def test_landing_page(serve: Serve) -> None:
-    server = await serve(landing_links=[("https://example.com/docs", "Docs <here>")])
+async def test_default_landing_page(serve: Serve) -> None:
+    server = await serve()
     reply = await request(server, "/")
     assert reply.status == 200
     assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -202,7 +240,21 @@ async def test_landing_page(serve: Serve) -> None:
     assert "1.2.3" in page
     assert 'href="metrics"' in page
     assert 'href="healthz"' in page
-    assert "Docs &lt;here&gt;" in page
+
+
+async def test_landing_page_is_built_per_request(serve: Serve) -> None:
+    calls: list[int] = []
+
+    def landing() -> bytes:
+        calls.append(1)
+        return f"<p>call {len(calls)}</p>".encode()
+
+    server = await serve(landing=landing)
+    assert (await request(server, "/")).body == b"<p>call 1</p>"
+    assert (await request(server, "/", method="HEAD")).body == b""
+    assert (await request(server, "/")).body == b"<p>call 3</p>"
+    assert (await request(server, "/metrics")).status == 200
+    assert len(calls) == 3
 
 
 async def test_healthz(serve: Serve) -> None:
@@ -218,9 +270,12 @@ async def test_unknown_path_is_404_and_query_is_ignored(serve: Serve) -> None:
     assert (await request(server, "/metrics?name[]=up&x=1")).body == TEXT
 
 
-async def test_absolute_form_target(serve: Serve) -> None:
+@pytest.mark.parametrize("scheme", [b"http", b"HTTP", b"Https", b"hTTp"])
+async def test_absolute_form_target_with_any_case_of_scheme(serve: Serve, scheme: bytes) -> None:
     server = await serve()
-    raw = await exchange(server, b"GET http://example.com/healthz?x HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await exchange(
+        server, b"GET " + scheme + b"://example.com/healthz?x HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     assert raw.endswith(b"\r\n\r\nok\n")
 
@@ -278,46 +333,48 @@ async def test_connection_close_is_honoured(serve: Serve) -> None:
     assert raw.endswith(b"\r\n\r\nok\n")
 
 
-async def test_http10_closes_unless_keep_alive_asked(serve: Serve) -> None:
+@pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n"])
+async def test_http10_gets_one_answer_and_a_close(serve: Serve, connection: bytes) -> None:
+    """h11 does not keep HTTP/1.0 connections alive, even when asked to (HTTP/1.0 is rare)."""
     server = await serve()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.0\r\n" + connection + b"\r\n")
+    writer.write(b"GET /healthz HTTP/1.0\r\n" + connection + b"\r\n")
     async with asyncio.timeout(2):
-        raw = await reader.read()
+        raw = await reader.read()  # EOF without our half-close: the server closed
     writer.close()
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Content-Length: 3\r\n" in raw
-
-    raw = await exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
-    assert raw.count(b"Connection: keep-alive\r\n") == 2
+    assert raw.count(b"HTTP/1.1 200 OK") == 1
+    assert b"\r\nConnection: close\r\n" in raw
 
 
 async def test_idle_keep_alive_connection_is_closed(serve: Serve) -> None:
     server = await serve(idle_timeout=0.3)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    started = time.monotonic()
+    reader, writer = await idle_connection(server)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # still open: kept alive
     async with asyncio.timeout(3):
-        raw = await reader.read()
+        raw = await reader.read()  # then closed by the server once idle
     writer.close()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
     assert raw.endswith(b"ok\n")
-    assert time.monotonic() - started >= 0.25
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        b"GARBAGE\r\n\r\n",
-        b"GET /metrics\r\n\r\n",
-        b"GET  /metrics HTTP/1.1\r\n\r\n",
-        b"GET /metrics HTTP/1.1 extra\r\n\r\n",
-        b"GET metrics\x7f HTTP/1.1\r\n\r\n",
-        b"GET /metrics HTTP/x.y\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\n folded: header\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+        b"GARBAGE\r\nHost: x\r\n\r\n",
+        b"GET /metrics\r\nHost: x\r\n\r\n",
+        b"GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        b"GET metrics\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /metrics HTTP/x.y\r\nHost: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\n folded: header\r\nHost: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Name: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
     ],
 )
 async def test_malformed_requests_get_400(serve: Serve, data: bytes) -> None:
@@ -328,10 +385,39 @@ async def test_malformed_requests_get_400(serve: Serve, data: bytes) -> None:
     assert (await request(server, "/healthz")).status == 200
 
 
-async def test_http2_and_later_get_505(serve: Serve) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+    ],
+    ids=["no-headers", "no-host", "two-hosts", "same-host-twice"],
+)
+async def test_http11_needs_exactly_one_host(serve: Serve, data: bytes) -> None:
     server = await serve()
-    raw = await exchange(server, b"GET /metrics HTTP/2.0\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 505 ")
+    raw = await exchange(server, data)
+    assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close\r\n" in raw
+
+
+async def test_http10_needs_no_host(serve: Serve) -> None:
+    server = await serve()
+    raw = await exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+@pytest.mark.parametrize("version", [b"0.9", b"1.2", b"1.9", b"2.0", b"3.0", b"9.9"])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+async def test_versions_other_than_10_and_11_get_505(
+    serve: Serve, version: bytes, method: bytes
+) -> None:
+    server = await serve()
+    raw = await exchange(server, method + b" /metrics HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+    assert b"Connection: close\r\n" in raw
+    assert raw.endswith(b"\r\n\r\n") == (method == b"HEAD")  # no body for HEAD
 
 
 @pytest.mark.parametrize(
@@ -341,8 +427,10 @@ async def test_http2_and_later_get_505(serve: Serve) -> None:
         b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n0\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\nx",
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxx",
     ],
-    ids=["content-length", "chunked", "large-body"],
+    ids=["content-length", "chunked", "large-body", "repeated-equal-length", "head"],
 )
 async def test_request_bodies_are_refused(serve: Serve, data: bytes) -> None:
     server = await serve()
@@ -353,7 +441,13 @@ async def test_request_bodies_are_refused(serve: Serve, data: bytes) -> None:
 
 async def test_empty_content_length_zero_is_fine(serve: Serve) -> None:
     server = await serve()
-    raw = await exchange(server, b"GET /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    raw = await exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_empty_lines_before_the_request_line_are_ignored(serve: Serve) -> None:
+    server = await serve()
+    raw = await exchange(server, b"\r\n\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
@@ -377,13 +471,10 @@ async def test_slowloris_is_cut_off_and_does_not_block_scrapes(serve: Serve) -> 
     server = await serve(header_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # ...and never the blank line
-    started = time.monotonic()
     reply = await request(server)
     assert reply.status == 200
-    assert time.monotonic() - started < 0.4
     async with asyncio.timeout(3):
-        assert await reader.read() == b""  # closed by the server
-    assert time.monotonic() - started >= 0.4
+        assert await reader.read() == b""  # closed by the server, without an answer
     writer.close()
 
 
@@ -397,16 +488,14 @@ async def test_trickling_slowloris_is_cut_off_at_header_timeout(serve: Serve) ->
             writer.write(bytes([byte]))
             await asyncio.sleep(0.05)
 
-    started = time.monotonic()
     trickler = asyncio.create_task(trickle())
     try:
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(3):  # the trickle never ends: only the deadline can end it
             with contextlib.suppress(ConnectionResetError):
-                assert await reader.read() == b""
+                assert await reader.read() == b""  # closed without an answer: not a parse error
     finally:
         trickler.cancel()
         writer.close()
-    assert 0.4 <= time.monotonic() - started < 2
 
 
 async def test_thousand_idle_connections_do_not_starve_scrapes(serve: Serve) -> None:
@@ -417,37 +506,95 @@ async def test_thousand_idle_connections_do_not_starve_scrapes(serve: Serve) -> 
     for i, (_, writer) in enumerate(connections):
         if i % 2:
             writer.write(b"GET /metrics HTTP/1.1\r\nHost:")  # half a head
-    started = time.monotonic()
     reply = await request(server)
     assert reply.status == 200
     assert reply.body == TEXT
-    assert time.monotonic() - started < 2
     for _, writer in connections:
         writer.close()
     assert (await request(server)).status == 200
 
 
-async def test_connections_beyond_the_limit_get_503(serve: Serve) -> None:
-    server = await serve(max_connections=3)
-    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
-    raw = await exchange(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 503 ")
+# -- connection floods: per-peer cap and eviction (max 8, 4 per peer) ------------------------------
+
+
+async def test_a_peer_beyond_its_cap_loses_its_oldest_idle_connection(serve: Serve) -> None:
+    server = await serve(max_connections=8, max_connections_per_peer=4)
+    flood = [await idle_connection(server, "127.0.0.2") for _ in range(12)]
+    for reader, _ in flood[:8]:
+        assert await closed_by_server(reader)
+    for reader, writer in flood[8:]:
+        assert await answers(reader, writer)
+    assert (await request(server)).status == 200  # another peer is not affected
+    for _, writer in flood:
+        writer.close()
+
+
+async def test_a_full_server_closes_the_longest_idle_connection_for_a_scrape(
+    serve: Serve,
+) -> None:
+    server = await serve(max_connections=8, max_connections_per_peer=4)
+    sources = ["127.0.0.2"] * 4 + ["127.0.0.3"] * 4
+    held = [await idle_connection(server, source) for source in sources]
+    reply = await request(server)  # a ninth connection, from 127.0.0.1
+    assert (reply.status, reply.body) == (200, TEXT)
+    assert await closed_by_server(held[0][0])  # the one idle the longest
+    assert await answers(*held[1])
+    assert await answers(*held[4])
     for _, writer in held:
         writer.close()
-    for _ in range(50):  # the server notices the closes asynchronously
-        raw = await exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        if raw.startswith(b"HTTP/1.1 200 "):
-            break
-        await asyncio.sleep(0.02)
-    assert raw.startswith(b"HTTP/1.1 200 ")
 
 
-async def test_slow_reader_is_dropped_after_write_timeout(serve: Serve) -> None:
+async def test_renewed_idle_connections_never_lock_out_scrapes(serve: Serve) -> None:
+    """Issue 13.3: one client renewing idle connections made every scrape a 503."""
+    server = await serve(max_connections=8, max_connections_per_peer=4)
+    flood: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for round_ in range(3):
+        for source in ("127.0.0.2", "127.0.0.3"):
+            flood += [await connect(server, source) for _ in range(4)]  # silent, never a byte
+        reply = await request(server)
+        assert (reply.status, reply.body) == (200, TEXT), round_
+    for _, writer in flood:
+        writer.close()
+
+
+async def test_when_every_connection_is_busy_a_new_one_gets_503(
+    serve: Serve, gated_verify: Gate
+) -> None:
+    server = await serve(
+        web_config=WebConfig(basic_auth_users={"prometheus": HASH}),
+        max_connections=2,
+        max_connections_per_peer=4,
+    )
+    busy = []
+    for _ in range(2):  # each waits for its password check: busy, not idle
+        reader, writer = await connect(server)
+        writer.write(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            + basic("prometheus", "wrong")["Authorization"].encode()
+            + b"\r\n\r\n"
+        )
+        busy.append((reader, writer))
+    await wait_for(lambda: gated_verify.waiting == 2)
+    raw = await exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 503 ")
+    assert b"Connection: close\r\n" in raw
+    gated_verify.set()
+    for reader, writer in busy:
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"Unauthorized\n")).startswith(b"HTTP/1.1 401 ")
+        writer.close()
+
+
+async def test_slow_reader_is_dropped_after_write_timeout(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter.http")
     size = 20_000_000  # far more than the kernel buffers on both sides hold
     server = await serve(Page.from_bodies(b"x" * size, b"# EOF\n"), write_timeout=0.3)
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    await asyncio.sleep(1.0)  # read nothing: the server's write times out and it aborts
+    # Read nothing: the server's write times out and it drops the connection.
+    await wait_for(lambda: "TimeoutError" in caplog.text)
     assert (await request(server, "/healthz")).status == 200
 
     def read_all() -> int:
@@ -660,6 +807,74 @@ async def test_client_certificate_required(serve: Serve, pki: Pki) -> None:
     assert (reply.status, reply.body) == (200, TEXT)
 
 
+async def test_tls_handshakes_count_against_the_caps_from_accept(serve: Serve, pki: Pki) -> None:
+    """Issue 13.3: connections stuck before or in the TLS handshake hold a slot too."""
+    server = await serve(web_config=pki.web_config(), max_connections=2, max_connections_per_peer=2)
+    silent = [await connect(server, "127.0.0.2") for _ in range(2)]  # never say ClientHello
+    reply = await request(server, "/healthz", context=pki.client_context(with_cert=False))
+    assert reply.status == 200  # admitted by closing the silent connection waiting the longest
+    assert await closed_by_server(silent[0][0])
+    for _, writer in silent:
+        writer.close()
+
+
+async def test_tls_handshake_has_the_header_deadline(serve: Serve, pki: Pki) -> None:
+    server = await serve(web_config=pki.web_config(), header_timeout=0.3)
+    reader, writer = await connect(server)
+    writer.write(b"\x16\x03\x01")  # the start of a TLS record, and then nothing
+    assert await closed_by_server(reader)
+    writer.close()
+
+
+ACCEPT_ERROR_SERVER = """
+import asyncio, logging, os, resource, sys
+from exporter.http import MetricsServer
+from exporter.exposition import Page
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+
+async def main():
+    page = Page.from_bodies(b"up 1\\n", b"up 1\\n# EOF\\n")
+    server = MetricsServer("127.0.0.1", 0, lambda: page,
+                           max_connections=1000, max_connections_per_peer=1000)
+    await server.start()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+    print(server.port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_out_of_descriptors_accept_errors_are_a_rate_and_scrapes_go_on() -> None:
+    """Issue 13.4: each failed accept() was logged (45 MB in 10 s); now one line, and the
+    server frees a descriptor by closing the connection that waited longest."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ACCEPT_ERROR_SERVER,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    try:
+        async with asyncio.timeout(20):
+            port = int(await child.stdout.readline())
+            flood = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
+            reply = await asyncio.to_thread(_request_sync, port, "/metrics", "GET", {}, None)
+            assert (reply.status, reply.body) == (200, b"up 1\n")
+            for _, writer in flood:
+                writer.close()
+    finally:
+        child.terminate()
+        _, stderr = await child.communicate()
+    log = stderr.decode().splitlines()
+    failures = [line for line in log if "accept" in line]
+    assert failures == [
+        "ERROR accept() failed: Too many open files (more are summarised every minute)"
+    ], log
+    assert not [line for line in log if "Traceback" in line or "exception" in line.lower()]
+
+
 # -- basic auth -------------------------------------------------------------------------------
 
 
@@ -667,14 +882,42 @@ async def test_client_certificate_required(serve: Serve, pki: Pki) -> None:
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record the outcome of every bcrypt verification the server runs."""
     outcomes: list[bool] = []
-    real = exporter.http._verify
+    real = exporter.basicauth._verify
 
     def recording(password: bytes, hashed: bytes | None, dummy: bytes) -> bool:
         outcomes.append(real(password, hashed, dummy))
         return outcomes[-1]
 
-    monkeypatch.setattr(exporter.http, "_verify", recording)
+    monkeypatch.setattr(exporter.basicauth, "_verify", recording)
     return outcomes
+
+
+class Gate(threading.Event):
+    """Holds every bcrypt check until set (a bcrypt as slow as we like); counts the held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.waiting += 1
+        self.wait(10)
+
+
+@pytest.fixture
+def gated_verify(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    gate = Gate()
+    real = exporter.basicauth._verify
+
+    def gated(password: bytes, hashed: bytes | None, dummy: bytes) -> bool:
+        gate.enter()
+        return real(password, hashed, dummy)
+
+    monkeypatch.setattr(exporter.basicauth, "_verify", gated)
+    yield gate
+    gate.set()  # never leave a worker thread blocked
 
 
 async def test_basic_auth(
@@ -706,26 +949,99 @@ async def test_basic_auth(
     assert (await request(server, "/nope", headers=basic("prometheus", PASSWORD))).status == 404
     assert (await request(server, "/healthz")).status == 200
 
+    failures = [r.getMessage() for r in caplog.records if "basic auth failed" in r.getMessage()]
+    assert failures == [  # the first failure in full, the rest counted
+        "basic auth failed for user 'prometheus' from 127.0.0.1 "
+        "(more are summarised every minute)"
+    ]
+    await server.stop()  # flushes the count
+    summaries = [r.getMessage() for r in caplog.records if "failed basic-auth" in r.getMessage()]
+    assert summaries == ["2 failed basic-auth attempts from 1 peer in the last minute"]
     log = caplog.text
-    assert "user 'prometheus'" in log
     assert "nobody" not in log
     assert PASSWORD not in log
     assert "Basic" not in log
 
 
-def test_unknown_user_is_checked_against_an_equally_costly_dummy(
+async def test_password_checks_are_bounded_and_a_correct_credential_is_answered(
+    serve: Serve, gated_verify: Gate
+) -> None:
+    """Issue 13.5: a new correct credential waited 14.6 s behind hundreds of wrong ones."""
+    server = await serve(
+        web_config=WebConfig(basic_auth_users={"prometheus": HASH}),
+        auth_max_pending=4,
+        auth_max_pending_per_peer=2,
+    )
+
+    async def attempt(source: str, password: str) -> int:
+        reader, writer = await connect(server, source)
+        header = basic("prometheus", password)["Authorization"].encode()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + header + b"\r\n\r\n")
+        try:
+            async with asyncio.timeout(10):
+                status_line = await reader.readline()
+        finally:
+            writer.close()
+        return int(status_line.split()[1])
+
+    attacker = [asyncio.create_task(attempt("127.0.0.2", f"guess{i}")) for i in range(10)]
+    await wait_for(lambda: sum(task.done() for task in attacker) == 8)  # refused at once
+    assert [task.result() for task in attacker if task.done()] == [503] * 8
+    assert gated_verify.waiting == 2  # the two admitted guesses hold both bcrypt threads
+
+    scrape = asyncio.create_task(attempt("127.0.0.3", PASSWORD))  # admitted: 3 of 4 slots
+    other = asyncio.create_task(attempt("127.0.0.4", "guess"))  # admitted: 4 of 4 slots
+    await wait_for(lambda: sum(pending_checks(server).values()) == 4)
+    assert await attempt("127.0.0.5", "guess") == 503  # every slot taken: refused, not queued
+    gated_verify.set()
+    assert await scrape == 200
+    assert await other == 401
+    assert sorted(await asyncio.gather(*attacker)) == [401] * 2 + [503] * 8
+
+
+def pending_checks(server: MetricsServer) -> dict[str, int]:
+    """Pending password checks per peer (the server's own accounting)."""
+    return server._auth._pending  # type: ignore[attr-defined]
+
+
+async def test_busy_answer_says_retry(serve: Serve, gated_verify: Gate) -> None:
+    server = await serve(
+        web_config=WebConfig(basic_auth_users={"prometheus": HASH}),
+        auth_max_pending=1,
+    )
+    first = asyncio.create_task(request(server, headers=basic("prometheus", "a")))
+    await wait_for(lambda: gated_verify.waiting == 1)
+    reply = await request(server, headers=basic("prometheus", PASSWORD))
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "1"
+    gated_verify.set()
+    assert (await first).status == 401
+    assert (await request(server, headers=basic("prometheus", PASSWORD))).status == 200
+
+
+def test_unknown_user_is_checked_against_a_dummy_of_the_configured_cost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     costly = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=6))
-    dummy = exporter.http._dummy_hash([HASH, costly])
+    auth = exporter.basicauth.BasicAuth({"alice": costly})
+    dummy = auth._dummy  # type: ignore[attr-defined]
     assert dummy.startswith(b"$2b$06$")
     checked: list[bytes] = []
     monkeypatch.setattr(
-        exporter.http.bcrypt, "checkpw", lambda password, hashed: checked.append(hashed) or True
+        exporter.basicauth.bcrypt,
+        "checkpw",
+        lambda password, hashed: checked.append(hashed) or True,
     )
-    assert exporter.http._verify(b"pw", None, dummy) is False
+    assert exporter.basicauth._verify(b"pw", None, dummy) is False
     assert checked == [dummy]
 
 
+def test_mixed_bcrypt_costs_are_refused() -> None:
+    costly = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=5))
+    with pytest.raises(ValueError, match="same bcrypt cost"):
+        exporter.basicauth.BasicAuth({"alice": HASH, "bob": costly})
+
+
 def test_dummy_hash_is_a_valid_bcrypt_hash() -> None:
-    assert bcrypt.checkpw(b"", exporter.http._dummy_hash([HASH])) is False
+    auth = exporter.basicauth.BasicAuth({"alice": HASH})
+    assert bcrypt.checkpw(b"", auth._dummy) is False  # type: ignore[attr-defined]

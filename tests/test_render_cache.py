@@ -49,7 +49,8 @@ async def served(url: str) -> Page:
 
 def fresh(running: RunningExporter) -> Page:
     """A new render of the pollers' current states, as the exposition would make it now."""
-    return render_page([poller.state for poller in running.pollers], time.time(), __version__)
+    return render_page([poller.state for poller in running.pollers], time.monotonic(),
+                       __version__)
 
 
 async def served_when_current(running: RunningExporter) -> Page:

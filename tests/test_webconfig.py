@@ -170,7 +170,15 @@ def test_users_mapping_is_read_only() -> None:
         ("basic_auth_users: [alice]\n", "basic_auth_users", "must be a mapping"),
         ("tls_server_config: yes\n", "tls_server_config", "must be a mapping"),
         ("- a list\n", "top level", "must be a mapping"),
-        ("tls_server_config: {\n", "invalid YAML", ""),
+        ("tls_server_config: {\n", "not valid YAML", "line 2, column 1"),
+        (
+            f"basic_auth_users:\n  alice: {HASH}\n  alice: {HASH}\n",
+            "not valid YAML: duplicate key 'alice'",
+            "at line 3, column 3",
+        ),
+        (TLS + "  cert_file: server.pem\n", "duplicate key 'cert_file'", "line 4"),
+        ("tls_server_config: {}\ntls_server_config: {}\n", "duplicate key", "line 2"),
+        ("? [a, b]\n: 1\n", "a mapping key must be a plain value", "line 1"),
     ],
 )
 def test_errors_name_the_key(pki_dir: Path, text: str, key: str, problem: str) -> None:
@@ -184,5 +192,48 @@ def test_error_does_not_echo_a_rejected_hash_like_value(tmp_path: Path) -> None:
     assert "tooShort" not in message
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    assert "cannot read file" in load_error(tmp_path / "absent.yml")
+def test_missing_file_is_masked(tmp_path: Path) -> None:
+    """An unreadable web_config_file value may be a secret pasted into the wrong key."""
+    path = tmp_path / "absent.yml"
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+    message = str(info.value)
+    assert message == (
+        f"web config '{str(path)[:4]}…' ({len(str(path))} characters): cannot read: "
+        "No such file or directory"
+    )
+
+
+def test_unreadable_cert_file_is_masked(pki_dir: Path) -> None:
+    secret = "Xq7Rk2LmP9sT4vWz8bN3cF6hJ1dG5yA0eU2iO7pQ4rS9tV3wX8zB6nM1kL5jH2gF"
+    message = load_error(write(pki_dir, TLS.replace("server.pem", secret)))
+    assert "tls_server_config.cert_file: cannot read 'Xq7R…' (64 characters): No such" in message
+    assert secret[4:12] not in message
+
+
+def test_unknown_key_that_looks_like_a_secret_is_masked(tmp_path: Path) -> None:
+    secret = "Xq7Rk2LmP9sT4vWz8bN3cF6hJ1dG5yA0eU2iO7pQ4rS9tV3wX8zB6nM1kL5jH2gF"
+    message = load_error(write(tmp_path, f"tls_server_config:\n  {secret}: x\n"))
+    assert "tls_server_config.'Xq7R…' (64 characters): unknown key" in message
+    assert secret[4:12] not in message
+
+
+def test_mixed_bcrypt_costs_are_refused(tmp_path: Path) -> None:
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)).decode()
+    message = load_error(
+        write(tmp_path, f"basic_auth_users:\n  alice: {HASH}\n  bob: {costly}\n")
+    )
+    assert "basic_auth_users: hashes of different bcrypt costs (alice 4, bob 5)" in message
+    assert "re-hash them with one cost" in message
+
+
+def test_same_cost_with_different_prefixes_is_fine(tmp_path: Path) -> None:
+    other = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4, prefix=b"2a")).decode()
+    config = load_web_config(write(tmp_path, f"basic_auth_users:\n  a: {HASH}\n  b: {other}\n"))
+    assert sorted(config.basic_auth_users) == ["a", "b"]
+
+
+def test_control_characters_in_errors_are_escaped(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, 'tls_server_config:\n  min_version: "TLS\\x1b[31m"\n'))
+    assert "\x1b" not in message
+    assert "\\x1b" in message
