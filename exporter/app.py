@@ -12,14 +12,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
 from exporter.exposition import Exposition
+from exporter.fdlimit import connection_cap, raise_fd_limit
 from exporter.http import MetricsServer
+from exporter.landing import AccountStatus, render_landing
+from exporter.listen import listen_error_message
 from exporter.poller import AccountPoller
 from exporter.webconfig import WebConfig
 
@@ -50,19 +53,22 @@ class RunningExporter:
 
 @contextlib.asynccontextmanager
 async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
-                       clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[RunningExporter]:
+                       clock: Clock = SYSTEM_CLOCK,
+                       demo: bool = False) -> AsyncIterator[RunningExporter]:
     """Serve /metrics and poll every account until the block exits, then stop cleanly."""
     exposition = Exposition(__version__, clock=clock)
     pollers = _pollers(config, exposition, clock)
     exposition.render_now()
-    server = MetricsServer(config.listen_host, config.listen_port, exposition.page,
-                           web_config=web_config, version=__version__)
+    server = MetricsServer(
+        config.listen_host, config.listen_port, exposition.page,
+        landing=_landing(pollers, clock, demo=demo), web_config=web_config,
+        max_connections=connection_cap(raise_fd_limit(), len(config.accounts)))
     try:
         await server.start()
     except OSError as exc:
         await _close(pollers)
-        raise ListenError(f"cannot listen on {config.listen_host or '*'}:{config.listen_port}: "
-                          f"{exc.strerror or exc}") from None
+        raise ListenError(listen_error_message(exc, config.listen_host,
+                                               config.listen_port)) from None
     tasks = [asyncio.create_task(exposition.run(), name="exposition")]
     tasks += [asyncio.create_task(poller.run(), name=f"poller-{poller.account.name}")
               for poller in pollers]
@@ -93,6 +99,20 @@ async def poll_once(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> tuple[byt
     return exposition.render_now().text, failures
 
 
+def _landing(pollers: list[AccountPoller], clock: Clock, *,
+             demo: bool) -> Callable[[], bytes]:
+    """The landing page of the pollers' current states, built per request."""
+
+    def page() -> bytes:
+        accounts = [AccountStatus(poller.account.name, poller.state.up,
+                                  poller.state.last_success,
+                                  poller.last_error.reason if poller.last_error else None, None)
+                    for poller in pollers]
+        return render_landing(__version__, demo=demo, accounts=accounts, now=clock.time())
+
+    return page
+
+
 def _pollers(config: Config, exposition: Exposition, clock: Clock) -> list[AccountPoller]:
     """One poller per account, staggered across the interval so polls never burst."""
     count = len(config.accounts)
@@ -113,10 +133,15 @@ async def _close(pollers: list[AccountPoller]) -> None:
         log.warning("some connections did not close within %.1fs", SHUTDOWN_GRACE)
 
 
-async def until_signalled() -> None:
-    """Return on SIGINT or SIGTERM."""
+async def until_signalled(on_hangup: Callable[[], None] | None = None) -> None:
+    """Return on SIGINT or SIGTERM; call ``on_hangup`` on each SIGHUP (else SIGHUP stops too)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    loop.add_signal_handler(signal.SIGHUP, on_hangup or stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)

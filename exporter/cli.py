@@ -31,6 +31,7 @@ from exporter.config import (
     load_config,
     parse_config,
     parse_listen,
+    resolve_listen,
 )
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
@@ -104,11 +105,16 @@ async def _run(args: argparse.Namespace) -> int:
         if judged.error is not None:
             return _usage_error(judged.error)
         if args.check_config:
+            try:
+                await asyncio.to_thread(resolve_listen, config.listen_host, config.listen_port,
+                                        "--listen" if args.listen else "listen")
+            except ConfigError as exc:
+                return _usage_error(str(exc))
             print(_summary(config, web_config, judged.warning))
             return 0
         if judged.warning is not None:
             log.warning("%s", judged.warning)
-        return await _serve(config, web_config)
+        return await _serve(args, config, web_config)
 
 
 @contextlib.asynccontextmanager
@@ -184,10 +190,21 @@ async def _once(config: Config) -> int:
     return 1 if failures else 0
 
 
-async def _serve(config: Config, web_config: WebConfig | None) -> int:
+async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> int:
     try:
-        async with run_exporter(config, web_config):
-            await until_signalled()
+        async with run_exporter(config, web_config, demo=args.demo) as running:
+
+            def reload_web_config() -> None:
+                """SIGHUP: read the web config file again (certificates, users)."""
+                try:
+                    fresh = _web_config(args, config)
+                except WebConfigError as exc:
+                    log.error("SIGHUP: keeping the current web config: %s", exc)
+                    return
+                running.server.reload(fresh or WebConfig())
+                log.info("SIGHUP: web config reloaded")
+
+            await until_signalled(on_hangup=reload_web_config)
             log.info("shutting down")
     except ListenError as exc:
         log.error("%s", exc)

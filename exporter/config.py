@@ -219,8 +219,9 @@ def parse_listen(value: object, key: str = "listen") -> tuple[str, int]:
             f"{key}: drop the scheme: expected HOST:PORT such as {example}, got {brief(value)}"
         )
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key}: expected HOST:PORT with a port 1-65535, got {brief(value)}")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) < 65536:
+        # Port 0 asks the system for a free port; the log line names the one bound.
+        raise ConfigError(f"{key}: expected HOST:PORT with a port 0-65535, got {brief(value)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:

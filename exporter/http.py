@@ -161,13 +161,10 @@ class MetricsServer:
         self._landing = landing or (
             lambda: render_landing(version, demo=False, accounts=(), now=time.time())
         )
+        self._auth_limits = (auth_max_pending, auth_max_pending_per_peer)
         web_config = web_config or WebConfig()
         self._ssl_context = web_config.ssl_context
-        self._auth = BasicAuth(
-            web_config.basic_auth_users,
-            max_pending=auth_max_pending,
-            max_pending_per_peer=auth_max_pending_per_peer,
-        )
+        self._auth = self._basic_auth(web_config)
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
         self._write_timeout = write_timeout
@@ -205,6 +202,21 @@ class MetricsServer:
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"{scheme}://{url_host}:{self.port}"
         _log.info("serving metrics on %s", self.url)
+
+    def reload(self, web_config: WebConfig) -> None:
+        """Serve connections accepted from now on with ``web_config`` (TLS files, users).
+
+        Connections already open keep their TLS session; checks still waiting on
+        the old users are cancelled, which drops their connections.
+        """
+        old, self._auth = self._auth, self._basic_auth(web_config)
+        self._ssl_context = web_config.ssl_context
+        old.close()
+
+    def _basic_auth(self, web_config: WebConfig) -> BasicAuth:
+        pending, per_peer = self._auth_limits
+        return BasicAuth(web_config.basic_auth_users, max_pending=pending,
+                         max_pending_per_peer=per_peer)
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection now (in-flight scrapes included)."""

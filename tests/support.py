@@ -10,6 +10,9 @@ import heapq
 import itertools
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -182,3 +185,76 @@ async def settle(rounds: int = 20) -> None:
     """Let every ready task run (a few loop iterations), without waiting on real time."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+COMMAND = [sys.executable, "-m", "exporter"]
+
+
+async def run_cli(*args: str, timeout: float = 60,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to its end without blocking the event loop (a simulator may live here)."""
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, stdout.decode(), stderr.decode())
+
+
+class CliProcess:
+    """The exporter's CLI as a subprocess serving on an ephemeral port of 127.0.0.1.
+
+    ``--listen 127.0.0.1:0`` is added unless given; the bound URL is read from
+    the ``serving metrics on`` log line, so no port is ever guessed. Its stderr
+    is read continuously (into :attr:`lines`) so the process never blocks on it.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.url = ""
+        self._serving = asyncio.Event()
+        assert process.stderr is not None
+        self._reader = asyncio.create_task(self._read(process.stderr))
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> CliProcess:
+        if "--listen" not in args:
+            args = (*args, "--listen", "127.0.0.1:0")
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env)
+        cli = cls(process)
+        waiter = asyncio.ensure_future(cli._serving.wait())
+        await asyncio.wait((waiter, asyncio.ensure_future(process.wait())), timeout=30,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not cli.url:
+            waiter.cancel()
+            await cli.stop()
+            raise AssertionError("the exporter did not start serving:\n" + cli.stderr)
+        return cli
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip("\n")
+            self.lines.append(text)
+            if "serving metrics on " in text and not self.url:
+                self.url = text.split("serving metrics on ", 1)[1].split()[0]
+                self._serving.set()
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum``, wait for the exit (killing it after 30 s) and return its code."""
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+            try:
+                async with asyncio.timeout(30):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        await self._reader
+        return self.process.returncode if self.process.returncode is not None else -1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import signal
-import subprocess
-import sys
-import time
+import urllib.error
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
@@ -19,21 +20,12 @@ from tests.support import (
     HEDGE_SECRET,
     HMAC_KEY,
     HMAC_SECRET,
+    CliProcess,
     fetch,
     parse_metrics,
+    run_cli,
     wait_for,
 )
-
-COMMAND = [sys.executable, "-m", "exporter"]
-
-
-async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the CLI without blocking the event loop (the simulator lives in this process)."""
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, stdout.decode(), stderr.decode())
 
 
 def write_config(tmp_path: Path, sim: Simulator, accounts: list[dict[str, object]]) -> Path:
@@ -139,43 +131,16 @@ async def test_demo_once_needs_no_account() -> None:
     assert len(ups) == 3 and set(ups.values()) == {1.0}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_signal_closes_cleanly_and_exits_0_within_2s(signum: int) -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, "--demo", "--listen", f"127.0.0.1:{port}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        await wait_for(lambda: _healthy(port), timeout=20)
-        await asyncio.sleep(0.5)  # let the pollers connect
-        process.send_signal(signum)
-        started = time.monotonic()
-        await asyncio.wait_for(process.wait(), timeout=10)
-        elapsed = time.monotonic() - started
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    stderr = (await process.stderr.read()).decode() if process.stderr else ""
-    assert process.returncode == 0, stderr
-    assert elapsed < 2.0, f"shutdown took {elapsed:.2f}s"
-    assert "Traceback" not in stderr
-
-
-async def _healthy(port: int) -> bool:
-    try:
-        status, _, _ = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/healthz")
-    except OSError:
-        return False
-    return status == 200
+async def test_a_signal_closes_every_connection_and_exits_0(simulator: Simulator,
+                                                            tmp_path: Path, signum: int) -> None:
+    path = write_config(tmp_path, simulator, [
+        {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET}])
+    cli = await CliProcess.start("--config", str(path))
+    await wait_for(lambda: any(r.method == "v2/account.status" for r in simulator.requests))
+    assert await cli.stop(signum) == 0, cli.stderr
+    assert "Traceback" not in cli.stderr and "shutting down" in cli.stderr
+    await wait_for(lambda: simulator.open_connections == 0)
 
 
 async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
@@ -190,16 +155,9 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
     # 12 x (15 polls x (5 status + 5 position details) + 0.1 clock checks x 2)
     assert "weight: 1802/min steady" in result.stdout
     assert "warning: " in result.stdout and "poll_interval 7s or more would fit" in result.stdout
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, "--config", str(path), "--listen", f"127.0.0.1:{port}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        await wait_for(lambda: _healthy(port), timeout=20)
-    finally:
-        process.terminate()
-        _, stderr = await process.communicate()
-    warnings = [line for line in stderr.decode().splitlines() if "WARNING exporter:" in line]
+    cli = await CliProcess.start("--config", str(path))
+    await cli.stop()
+    warnings = [line for line in cli.lines if "WARNING exporter:" in line]
     assert len(warnings) == 1 and "poll_interval 7s or more would fit" in warnings[0], warnings
     # the advice is true: at 7 s the first minute is within half the limit, at 6 s it is not
     for interval, within in (("7s", True), ("6s", False)):
@@ -210,28 +168,76 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
         assert (usage <= 50) is within, result.stdout
 
 
-async def test_web_config_file_locks_metrics_behind_basic_auth(tmp_path: Path) -> None:
-    import base64
-    import urllib.error
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
-    import bcrypt
 
-    web_config = tmp_path / "web.yml"
-    hashed = bcrypt.hashpw(b"scrape-password", bcrypt.gensalt(rounds=4)).decode()
-    web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, "--demo", "--listen", f"127.0.0.1:{port}", "--web.config.file",
-        str(web_config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/metrics"
+async def status_of(url: str, headers: dict[str, str] | None = None) -> int:
     try:
-        await wait_for(lambda: _healthy(port), timeout=20)
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            await asyncio.to_thread(fetch, url)
-        token = base64.b64encode(b"prometheus:scrape-password").decode()
-        status, _, body = await asyncio.to_thread(fetch, url, {"Authorization": f"Basic {token}"})
+        return (await asyncio.to_thread(fetch, url, headers))[0]
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def test_web_config_file_locks_metrics_and_sighup_reloads_it(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+
+    def users(**passwords: str) -> None:
+        web_config.write_text(yaml.safe_dump({"basic_auth_users": {
+            user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            for user, password in passwords.items()}}))
+
+    users(prometheus="scrape-password")
+    cli = await CliProcess.start("--demo", "--web.config.file", str(web_config))
+    url = cli.url + "/metrics"
+    try:
+        assert await status_of(url) == 401
+        assert await status_of(url, basic("prometheus", "scrape-password")) == 200
+        users(grafana="new-password")
+        cli.process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: "web config reloaded" in cli.stderr)
+        assert await status_of(url, basic("prometheus", "scrape-password")) == 401
+        assert await status_of(url, basic("grafana", "new-password")) == 200
+        web_config.write_text("basic_auth_users: {grafana: not-a-hash}\n")
+        cli.process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: "keeping the current web config" in cli.stderr)
+        assert await status_of(url, basic("grafana", "new-password")) == 200
     finally:
-        process.terminate()
-        await process.communicate()
-    assert refused.value.code == 401
-    assert status == 200 and b"binance_futures_exporter_build_info" in body
+        assert await cli.stop() == 0, cli.stderr
+
+
+async def test_demo_listens_on_loopback_and_refuses_a_config_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BINANCE_FUTURES_EXPORTER_DEMO_LISTEN"}
+    result = await run_cli("--demo", "--check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "listen: 127.0.0.1:10317" in result.stdout
+    result = await run_cli("--demo", "--check-config",
+                           env={**env, "BINANCE_FUTURES_EXPORTER_DEMO_LISTEN": ":10317"})
+    assert "listen: *:10317" in result.stdout
+    path = tmp_path / "config.yaml"
+    path.write_text("accounts: [{name: a, api_key: k, api_secret_file: /nonexistent}]\n")
+    result = await run_cli("--demo", "--config", str(path), "--check-config")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --demo brings its own simulated accounts")
+
+
+async def test_landing_page_shows_each_account_and_demo_mode() -> None:
+    cli = await CliProcess.start("--demo")
+    try:
+        async def all_up() -> str | None:
+            _, _, body = await asyncio.to_thread(fetch, cli.url + "/")
+            page = body.decode()
+            return page if page.count(">up<") == 3 else None
+
+        page = await wait_for(all_up, timeout=20)
+    finally:
+        await cli.stop()
+    assert "Demo mode" in page
+    for name in ("demo-oneway", "demo-hedge", "demo-ed25519"):
+        assert name in page
+
+
+async def test_log_level_is_case_insensitive() -> None:
+    result = await run_cli("--demo", "--check-config", "--log-level", "DEBUG")
+    assert result.returncode == 0, result.stderr
+    assert " DEBUG " in result.stderr

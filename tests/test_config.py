@@ -416,9 +416,10 @@ def test_bad_max_frame_size(value: object, problem: str) -> None:
     ("::1:10317", "write IPv6 addresses in brackets"),
     ("exa mple:10317", "'exa mple' is not a valid host name"),
     ("-bad.example:10317", "is not a valid host name"),
-    ("localhost", "expected HOST:PORT with a port 1-65535"),
-    ("localhost:0", "expected HOST:PORT with a port 1-65535"),
-    ("localhost:65536", "expected HOST:PORT with a port 1-65535"),
+    ("localhost", "expected HOST:PORT with a port 0-65535"),
+    ("localhost:-1", "expected HOST:PORT with a port 0-65535"),
+    ("localhost:65536", "expected HOST:PORT with a port 0-65535"),
+    ("localhost:１", "expected HOST:PORT with a port 0-65535"),
     (10317, "expected HOST:PORT"),
 ])
 def test_bad_listen_values_get_precise_messages(value: object, problem: str) -> None:

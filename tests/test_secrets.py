@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from exporter import poller as poller_module
 from exporter.app import run_exporter
 from exporter.config import load_config
 from exporter.simulator import Simulator
-from tests.support import fetch, wait_for
-from tests.test_cli import COMMAND, free_port, run_cli
+from tests.support import CliProcess, fetch, run_cli, wait_for
 
 HMAC_KEY = "SecretApiKeyAAAA1111"
 HMAC_SECRET = "SecretHmacSecretBBBB2222"
@@ -103,27 +101,20 @@ async def test_nothing_printed_or_served_contains_a_secret(sim: Simulator, keys:
         result = await run_cli("--config", str(path), *flags)
         outputs += [result.stdout, result.stderr]
     assert "account bad-signature: auth" in outputs[-1]  # the failure paths did run
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        *COMMAND, "--config", str(path), "--listen", f"127.0.0.1:{port}", "--log-level",
-        "debug", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    cli = await CliProcess.start("--config", str(path), "--log-level", "debug")
 
     async def all_polled() -> bool:
-        try:
-            _, _, body = await asyncio.to_thread(fetch, base + "/metrics")
-        except OSError:
-            return False
+        _, _, body = await asyncio.to_thread(fetch, cli.url + "/metrics")
         return body.count(b"binance_futures_up{") == 5 and b'up{account="rsa"} 1.0' in body
 
     try:
         await wait_for(all_polled, timeout=20)
         for page in ("/metrics", "/", "/healthz"):
-            outputs.append((await asyncio.to_thread(fetch, base + page))[2].decode())
+            outputs.append((await asyncio.to_thread(fetch, cli.url + page))[2].decode())
     finally:
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = await process.communicate()
-    outputs += [stdout.decode(), stderr.decode()]
+        await cli.stop()
+    assert cli.process.stdout is not None
+    outputs += [(await cli.process.stdout.read()).decode(), cli.stderr]
     everything = "\n".join(outputs)
     assert "WebSocket" in everything and "DEBUG" in everything  # debug logging was on
     assert_no_secret(everything, keys)
