@@ -1,0 +1,93 @@
+"""Loopback stand-in for Binance's USDⓈ-M futures WebSocket API.
+
+It serves ``v2/account.status`` and the ``session.*`` methods the way
+``wss://ws-fapi.binance.com/ws-fapi/v1`` does (frames, signatures, recvWindow,
+REQUEST_WEIGHT, bans) for simulated accounts, and lets tests inject faults.
+``binance-futures-exporter --demo`` runs it with :meth:`Simulator.demo_accounts`.
+
+Control API (everything a test or ``--demo`` uses):
+
+- :class:`Simulator` (``async with Simulator(seed=..., lively=...) as sim``):
+  ``sim.url``; ``sim.add_account(name, api_key=..., api_secret= |
+  ed25519_public_key= | rsa_public_key=, multi_assets=, hedge_mode=,
+  positions=)`` returns a :class:`SimAccount`; ``sim.inject(fault)``;
+  ``sim.ban(until_ms)``; ``sim.refuse_connections = True`` (HTTP 503 on
+  handshakes); ``sim.clock_offset_ms``; ``sim.weight_used()``; and what
+  happened: ``sim.requests`` (:class:`RequestRecord` per frame) and
+  ``sim.connections_opened``.
+- :class:`SimAccount`: ``set_asset_field``, ``open_position``,
+  ``close_position``, ``step`` and ``result()``; ``last_result`` is the
+  ``result`` last sent for it.
+- Faults (:mod:`.faults`): :class:`Drop`, :class:`Delay`,
+  :class:`ErrorAnswer`, :class:`RawFrame`, :class:`Mutate`,
+  :class:`Unsolicited`, :class:`CloseConnection`.
+
+The package deliberately imports nothing else from ``exporter``: signatures
+are checked here with its own code (:mod:`.signing`), so tests of the
+exporter's signing code against it are an independent check rather than the
+same code agreeing with itself.
+"""
+
+from .accounts import ASSET_FIELDS, BASE_PRICES, MAINT_MARGIN_RATE, TOTAL_FIELDS, SimAccount
+from .demo import DemoAccount, demo_accounts
+from .faults import (
+    CloseConnection,
+    Delay,
+    Drop,
+    ErrorAnswer,
+    Fault,
+    Mutate,
+    RawFrame,
+    Unsolicited,
+)
+from .protocol import (
+    ACCOUNT_METHOD,
+    CONNECTION_WEIGHT,
+    DEFAULT_RECV_WINDOW,
+    INVALID_REQUEST_WEIGHT,
+    MAX_RECV_WINDOW,
+    METHOD_WEIGHTS,
+    MSG_BAD_KEY,
+    MSG_BAD_SIGNATURE,
+    MSG_KEY_FORMAT,
+    MSG_RECV_WINDOW,
+    PATH,
+    ApiError,
+)
+from .server import RequestRecord, Simulator, server_time_now
+from .signing import Verifier, signature_payload
+
+__all__ = [
+    "ACCOUNT_METHOD",
+    "ASSET_FIELDS",
+    "BASE_PRICES",
+    "CONNECTION_WEIGHT",
+    "DEFAULT_RECV_WINDOW",
+    "INVALID_REQUEST_WEIGHT",
+    "MAINT_MARGIN_RATE",
+    "MAX_RECV_WINDOW",
+    "METHOD_WEIGHTS",
+    "MSG_BAD_KEY",
+    "MSG_BAD_SIGNATURE",
+    "MSG_KEY_FORMAT",
+    "MSG_RECV_WINDOW",
+    "PATH",
+    "TOTAL_FIELDS",
+    "ApiError",
+    "CloseConnection",
+    "Delay",
+    "DemoAccount",
+    "Drop",
+    "ErrorAnswer",
+    "Fault",
+    "Mutate",
+    "RawFrame",
+    "RequestRecord",
+    "SimAccount",
+    "Simulator",
+    "Unsolicited",
+    "Verifier",
+    "demo_accounts",
+    "server_time_now",
+    "signature_payload",
+]
