@@ -11,6 +11,7 @@ import random
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -182,6 +183,26 @@ def test_hmac_vector_two_payload_and_signature() -> None:
     assert not verifier.verify({**params, "signature": VECTOR2_SIGNATURE.upper()})
     assert not verifier.verify({**params, "price": "52000.01"})
     assert not verifier.verify({**params, "signature": "ü"})
+
+
+def test_unicode_values_are_signed_raw_not_percent_encoded() -> None:
+    params = {"apiKey": KEY, "symbol": "币安人生USDT", "timestamp": VECTOR1_TIMESTAMP}
+    raw = f"apiKey={KEY}&symbol=币安人生USDT&timestamp={VECTOR1_TIMESTAMP}"
+    assert signature_payload(params) == raw
+    encoded = raw.replace("币安人生", quote("币安人生"))
+    assert encoded != raw
+    verifier = Verifier.hmac_sha256(SECRET)
+
+    def hmac_over(text: str) -> str:
+        return hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+    assert verifier.verify({**params, "signature": hmac_over(raw)})
+    assert not verifier.verify({**params, "signature": hmac_over(encoded)})
+    private = ed25519_private()
+    ed = Verifier.ed25519(public_pem(private))
+    assert ed.verify(sign_with(params, private))
+    signed_encoded = base64.b64encode(private.sign(encoded.encode())).decode()
+    assert not ed.verify({**params, "signature": signed_encoded})
 
 
 async def test_bad_signature_unknown_and_malformed_keys(sim: Simulator) -> None:

@@ -6,6 +6,12 @@ Binance signs every param but ``signature``, sorted by name and joined as
 :class:`Verifier` checks one key's signatures; :func:`signature_payload` is
 the text it checks them over.
 
+The WebSocket API verifies the signature over the values as they are, not
+percent-encoded: a non-ASCII value (a symbol such as ``币安人生USDT``) is
+signed as its UTF-8 bytes. A signature over the percent-encoded text is
+answered -1022, as Binance does (reported against Binance's own Rust
+connector, which encoded the values).
+
 Nothing here is shared with the exporter's own signing code, so a test of the
 exporter against the simulator is a check by a second implementation.
 """
@@ -18,7 +24,6 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,11 +39,13 @@ def _param_text(value: Any) -> str:
 
 
 def signature_payload(params: dict[str, Any]) -> str:
-    """What Binance signs: every param but ``signature``, sorted by name, as ``k=v&…``."""
+    """What Binance signs: every param but ``signature``, sorted by name, as ``k=v&…``.
+
+    Values are the raw text, never percent-encoded; the signer signs the UTF-8
+    encoding of this string.
+    """
     return "&".join(
-        f"{name}={quote(_param_text(params[name]), safe='')}"
-        for name in sorted(params)
-        if name != "signature"
+        f"{name}={_param_text(params[name])}" for name in sorted(params) if name != "signature"
     )
 
 
