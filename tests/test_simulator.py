@@ -291,7 +291,9 @@ async def test_logon_is_lost_after_reconnect(sim: Simulator) -> None:
 
 async def test_logon_needs_an_ed25519_key(sim: Simulator) -> None:
     async with connect(sim.url) as ws:
-        assert_error(await call(ws, "session.logon", signed(sim)), 400, -4056)
+        answer = await call(ws, "session.logon", signed(sim))
+        assert_error(answer, 400, -4056)
+        assert answer["error"]["msg"] == "Invalid api key type."
         assert_error(await call(ws, "session.logon", signed(sim, secret="y")), 400, -1022)
 
 
@@ -334,7 +336,10 @@ async def test_weight_limit_answers_429_until_the_next_minute() -> None:
             assert answer["rateLimits"][0]["count"] == 30
             answer = await call(ws, ACCOUNT, signed(sim), 5)
             assert_error(answer, 429, -1003)
-            assert answer["error"]["msg"].startswith("Too many requests; current limit is 30")
+            assert answer["error"]["msg"] == (  # the futures wording, not spot's
+                "Too many requests; current limit is 30 requests per minute. "
+                "Please use the websocket for live updates to avoid polling the API."
+            )
             assert answer["error"]["data"]["retryAfter"] == minute + 60_000
             assert answer["rateLimits"][0]["count"] == 35
             assert sim.weight_used() == 35
@@ -352,7 +357,10 @@ async def test_ban_answers_418(sim: Simulator) -> None:
     async with connect(sim.url) as ws:
         answer = await call(ws, ACCOUNT, signed(sim))
         assert_error(answer, 418, -1003)
-        assert f"IP banned until {until}." in answer["error"]["msg"]
+        assert answer["error"]["msg"] == (
+            f"Way too many requests; IP banned until {until}. "
+            "Please use the websocket for live updates to avoid bans."
+        )
         assert answer["error"]["data"]["retryAfter"] == until
         assert abs(answer["error"]["data"]["serverTime"] - sim.server_time_ms()) < 1000
         assert_error(await call(ws, "session.status"), 418, -1003)

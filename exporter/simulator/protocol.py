@@ -18,8 +18,12 @@ __all__ = [
     "METHOD_WEIGHTS",
     "MSG_BAD_KEY",
     "MSG_BAD_SIGNATURE",
+    "MSG_BANNED",
     "MSG_KEY_FORMAT",
+    "MSG_KEY_TYPE",
+    "MSG_MALFORMED_REQUEST",
     "MSG_RECV_WINDOW",
+    "MSG_TOO_MANY_REQUESTS",
     "PATH",
     "ApiError",
     "malformed",
@@ -39,10 +43,27 @@ INVALID_REQUEST_WEIGHT = 1
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
 
+# Error texts as the USDⓈ-M futures "Error Codes" page words them, where they differ
+# from spot's (-1003: "requests", not "request weight"; -4056 exists only on futures).
+# -1021, -1022, -2014 and -2015 read the same on both pages.
 MSG_BAD_SIGNATURE = "Signature for this request is not valid."
 MSG_BAD_KEY = "Invalid API-key, IP, or permissions for action."
 MSG_KEY_FORMAT = "API-key format invalid."
 MSG_RECV_WINDOW = "Timestamp for this request is outside of the recvWindow."
+MSG_KEY_TYPE = "Invalid api key type."
+#: -1003 over the limit (status 429); ``{limit}`` is the weight limit per minute.
+MSG_TOO_MANY_REQUESTS = (
+    "Too many requests; current limit is {limit} requests per minute. "
+    "Please use the websocket for live updates to avoid polling the API."
+)
+#: -1003 while banned (status 418); ``{until}`` is the end of the ban in epoch ms.
+MSG_BANNED = (
+    "Way too many requests; IP banned until {until}. "
+    "Please use the websocket for live updates to avoid bans."
+)
+#: Not on the futures page: what Binance answers to a frame that is not a JSON
+#: request object is unknown; this is the simulator's choice.
+MSG_MALFORMED_REQUEST = "Malformed request."
 
 
 class ApiError(Exception):

@@ -48,8 +48,12 @@ from .protocol import (
     METHOD_WEIGHTS,
     MSG_BAD_KEY,
     MSG_BAD_SIGNATURE,
+    MSG_BANNED,
     MSG_KEY_FORMAT,
+    MSG_KEY_TYPE,
+    MSG_MALFORMED_REQUEST,
     MSG_RECV_WINDOW,
+    MSG_TOO_MANY_REQUESTS,
     PATH,
     ApiError,
     malformed,
@@ -114,7 +118,7 @@ class _Reply:
 
 def _parse_frame(frame: str | bytes) -> _Request:
     """Read a request frame; anything unusable becomes a request carrying an error."""
-    invalid = _Request(None, None, {}, ApiError(400, -1102, "Malformed request."))
+    invalid = _Request(None, None, {}, ApiError(400, -1102, MSG_MALFORMED_REQUEST))
     if isinstance(frame, bytes):
         return invalid
     try:
@@ -445,16 +449,14 @@ class Simulator:
             raise ApiError(
                 418,
                 -1003,
-                f"Way too much request weight used; IP banned until {self._banned_until}. "
-                "Please use WebSocket Streams for live updates to avoid bans.",
+                MSG_BANNED.format(until=self._banned_until),
                 {"retryAfter": self._banned_until, "serverTime": now},
             )
         if used > self.weight_limit:
             raise ApiError(
                 429,
                 -1003,
-                f"Too many requests; current limit is {self.weight_limit} request weight per "
-                "1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+                MSG_TOO_MANY_REQUESTS.format(limit=self.weight_limit),
                 {"retryAfter": (now // 60_000 + 1) * 60_000, "serverTime": now},
             )
 
@@ -470,7 +472,7 @@ class Simulator:
         if request.method == "session.logon":
             account = self._verify_signed(params)
             if account.verifier.kind != "ED25519":
-                raise ApiError(400, -4056, f"{account.verifier.kind} API key is not supported.")
+                raise ApiError(400, -4056, MSG_KEY_TYPE)
             conn.account, conn.authorized_since = account, self.server_time_ms()
         elif request.method == "session.logout":
             conn.account, conn.authorized_since = None, None
