@@ -26,8 +26,10 @@ from exporter.simulator import (
     Drop,
     ErrorAnswer,
     Mutate,
+    Mute,
     RawFrame,
     Simulator,
+    Stall,
     Unsolicited,
     Verifier,
     signature_payload,
@@ -487,6 +489,56 @@ async def test_close_connection_after_answering(sim: Simulator, code: int) -> No
         with pytest.raises(expected) as closed:
             await asyncio.wait_for(ws.recv(), 2)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+async def wait_until(condition: Any) -> None:
+    """Let the event loop run (the simulator shares it) until ``condition()`` holds."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not met")
+
+
+async def test_mute_silences_that_connection_for_good_but_not_pings_or_others(
+    sim: Simulator,
+) -> None:
+    sim.inject(Mute(method="session.status"))
+    async with connect(sim.url) as ws:
+        assert (await call(ws, ACCOUNT, signed(sim)))["status"] == 200
+        await ws.send(json.dumps({"id": 2, "method": "session.status", "params": {}}))
+        await ws.send(json.dumps({"id": 3, "method": ACCOUNT, "params": signed(sim)}))
+        # Both were read and handled in order; any answer would precede this pong.
+        await wait_until(lambda: len(sim.requests) == 3)
+        await asyncio.wait_for(await ws.ping(), 2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.05)
+        async with connect(sim.url) as other:
+            assert (await call(other, ACCOUNT, signed(sim), request_id=4))["status"] == 200
+        await ws.send(json.dumps({"id": 5, "method": ACCOUNT, "params": signed(sim)}))
+        await wait_until(lambda: len(sim.requests) == 5)
+        await asyncio.wait_for(await ws.ping(), 2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.05)
+    assert [r.id for r in sim.requests] == [1, 2, 3, 4, 5]
+
+
+async def test_stall_stops_reading_so_pings_are_answered_late(sim: Simulator) -> None:
+    sim.inject(Stall(seconds=0.2))
+    async with connect(sim.url) as ws:
+        await ws.send(json.dumps({"id": 1, "method": ACCOUNT, "params": signed(sim)}))
+        await wait_until(lambda: len(sim.requests) == 1)  # the stall has begun
+        pong = await ws.ping()
+        await ws.send(json.dumps({"id": 2, "method": "session.status", "params": {}}))
+        await asyncio.wait_for(pong, 3)
+        ponged = time.monotonic()
+        assert [(await recv(ws))["id"] for _ in range(2)] == [1, 2]
+    # A lower bound, not a race: the socket was not read, so no pong could be sent
+    # before the stall (which began when request 1 was recorded) was over.
+    assert ponged - sim.requests[0].monotonic >= 0.2
+    assert [r.id for r in sim.requests] == [1, 2]
+    async with connect(sim.url) as ws:
+        assert (await call(ws, ACCOUNT, signed(sim)))["status"] == 200
 
 
 async def test_stop_is_prompt_with_delayed_answers_pending(sim: Simulator) -> None:

@@ -37,7 +37,9 @@ from .faults import (
     ErrorAnswer,
     Fault,
     Mutate,
+    Mute,
     RawFrame,
+    Stall,
     Unsolicited,
 )
 from .protocol import (
@@ -89,10 +91,12 @@ __all__ = [
     "ErrorAnswer",
     "Fault",
     "Mutate",
+    "Mute",
     "RawFrame",
     "RequestRecord",
     "SimAccount",
     "Simulator",
+    "Stall",
     "Unsolicited",
     "Verifier",
     "demo_accounts",

@@ -22,7 +22,9 @@ __all__ = [
     "ErrorAnswer",
     "Fault",
     "Mutate",
+    "Mute",
     "RawFrame",
+    "Stall",
     "Unsolicited",
 ]
 
@@ -94,3 +96,25 @@ class CloseConnection(Fault):
     """Answer, then close the connection cleanly with ``code``."""
 
     code: int = CloseCode.NORMAL_CLOSURE
+
+
+@dataclass
+class Mute(Fault):
+    """Never answer again on this connection: neither this request nor any later one.
+
+    The connection stays open and the WebSocket library still answers pings
+    (a server whose request handling hangs while its socket lives). New
+    connections are answered as usual.
+    """
+
+
+@dataclass
+class Stall(Fault):
+    """Stop reading this connection's socket for ``seconds``, then answer and read on.
+
+    Nothing sent meanwhile is read: pings get their pong late (after this
+    request's answer), later requests their answers late and in order (a
+    server or network path that freezes).
+    """
+
+    seconds: float

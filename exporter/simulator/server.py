@@ -36,7 +36,9 @@ from .faults import (
     ErrorAnswer,
     Fault,
     Mutate,
+    Mute,
     RawFrame,
+    Stall,
     Unsolicited,
 )
 from .protocol import (
@@ -106,6 +108,8 @@ class _Connection:
     return_rate_limits: bool
     account: SimAccount | None = None
     authorized_since: int | None = None
+    #: Set by a Mute fault: no request on this connection is answered any more.
+    muted: bool = False
 
 
 @dataclass
@@ -141,6 +145,15 @@ def _parse_frame(frame: str | bytes) -> _Request:
     if not isinstance(params, dict):
         return _Request(request_id, method, {}, malformed("params"))
     return _Request(request_id, method, params)
+
+
+async def _closed_or_timeout(ws: ServerConnection, seconds: float) -> None:
+    """Wait ``seconds``, or less if the connection closes (so that stopping is prompt)."""
+    closed = asyncio.ensure_future(ws.wait_closed())
+    try:
+        await asyncio.wait({closed}, timeout=seconds)
+    finally:
+        closed.cancel()
 
 
 def _wants_rate_limits(conn: _Connection, params: dict[str, Any]) -> bool:
@@ -343,6 +356,10 @@ class Simulator:
             )
         )
         fault = self._take_fault(request.method, api_key)
+        if isinstance(fault, Mute):
+            conn.muted = True
+        if conn.muted:
+            return True
         reply = self._reply(conn, request)
         return await self._deliver(ws, reply, fault)
 
@@ -381,6 +398,15 @@ class Simulator:
                     return True
             case Unsolicited(frame=unsolicited):
                 await ws.send(json.dumps(unsolicited))
+            case Stall(seconds=seconds):
+                ws.transport.pause_reading()
+                try:
+                    await _closed_or_timeout(ws, seconds)
+                    await self._send(ws, reply)
+                finally:
+                    if not ws.transport.is_closing():
+                        ws.transport.resume_reading()
+                return True
         await self._send(ws, reply)
         if isinstance(fault, CloseConnection):
             await ws.close(fault.code)
