@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 
 from exporter.simulator import (
     BASE_PRICES,
+    MSG_BAD_KEY,
     CloseConnection,
     Delay,
     Drop,
@@ -321,6 +322,77 @@ def test_add_account_needs_exactly_one_credential() -> None:
         sim.add_account("other", api_key=KEY, api_secret="s")
     with pytest.raises(RuntimeError):
         _ = sim.url
+
+
+# ---------------------------------------------------------------- revoked keys, account types
+
+REVOKED = {"id": None, "status": 401, "error": {"code": -2015, "msg": MSG_BAD_KEY}}
+
+
+async def test_revoked_key_signed_requests(sim: Simulator) -> None:
+    account = sim.accounts["main"]
+    other = sim.add_account("other", api_key="O" * 64, api_secret="o")
+    async with connect(sim.url) as ws, connect(sim.url) as bystander:
+        assert (await call(ws, ACCOUNT, signed(sim)))["status"] == 200
+        assert (await call(bystander, ACCOUNT, signed(sim, "O" * 64, "o")))["status"] == 200
+        account.revoke()
+        assert await recv(ws) == REVOKED  # pushed, without a request
+        assert_error(await call(ws, ACCOUNT, signed(sim), request_id=2), 401, -2015)
+        async with connect(sim.url) as fresh:
+            assert_error(await call(fresh, ACCOUNT, signed(sim)), 401, -2015)
+            # Checked before the signature: a revoked key is not a bad signature.
+            assert_error(await call(fresh, ACCOUNT, signed(sim, secret="x")), 401, -2015)
+        # Another key's connection got no frame: its next one answers its request.
+        assert (await call(bystander, ACCOUNT, signed(sim, "O" * 64, "o"), 2))["status"] == 200
+        assert not other.revoked
+        account.restore()
+        assert (await call(ws, ACCOUNT, signed(sim), request_id=3))["status"] == 200
+
+
+async def test_revoked_session_stays_dead_until_a_new_connection_logs_on(
+    sim: Simulator,
+) -> None:
+    private = ed25519_private()
+    account = sim.add_account("ed", api_key=ED25519_KEY, ed25519_public_key=public_pem(private))
+
+    def ed_params() -> dict[str, Any]:
+        return sign_with({"apiKey": ED25519_KEY, "timestamp": sim.server_time_ms()}, private)
+
+    async with connect(sim.url) as ws:
+        assert (await call(ws, "session.logon", ed_params()))["status"] == 200
+        assert (await call(ws, ACCOUNT, {"timestamp": sim.server_time_ms()}))["status"] == 200
+        account.revoke()
+        assert await recv(ws) == REVOKED
+        unsigned = {"timestamp": sim.server_time_ms()}
+        assert_error(await call(ws, ACCOUNT, unsigned, request_id=2), 401, -2015)
+        async with connect(sim.url) as fresh:
+            assert_error(await call(fresh, "session.logon", ed_params()), 401, -2015)
+        account.restore()
+        # The key works again for signed requests, on this connection too ...
+        assert (await call(ws, ACCOUNT, ed_params(), request_id=3))["status"] == 200
+        # ... but this connection's session does not, not even after a new logon.
+        unsigned = {"timestamp": sim.server_time_ms()}
+        assert_error(await call(ws, ACCOUNT, unsigned, request_id=4), 401, -2015)
+        assert_error(await call(ws, "session.logon", ed_params(), request_id=5), 401, -2015)
+    async with connect(sim.url) as fresh:
+        assert (await call(fresh, "session.logon", ed_params()))["status"] == 200
+        answer = await call(fresh, ACCOUNT, {"timestamp": sim.server_time_ms()}, request_id=2)
+        assert answer["status"] == 200
+
+
+async def test_revocation_before_any_connection_and_restore(sim: Simulator) -> None:
+    sim.accounts["main"].revoke()  # no connection: nothing to announce
+    async with connect(sim.url) as ws:
+        assert_error(await call(ws, ACCOUNT, signed(sim)), 401, -2015)
+        sim.accounts["main"].restore()
+        assert (await call(ws, ACCOUNT, signed(sim), request_id=2))["status"] == 200
+
+
+async def test_portfolio_margin_accounts_get_2015(sim: Simulator) -> None:
+    sim.add_account("pm", api_key="P" * 64, api_secret="p", portfolio_margin=True)
+    async with connect(sim.url) as ws:
+        assert_error(await call(ws, ACCOUNT, signed(sim, "P" * 64, "p")), 401, -2015)
+        assert (await call(ws, ACCOUNT, signed(sim), request_id=2))["status"] == 200
 
 
 # ---------------------------------------------------------------- limits

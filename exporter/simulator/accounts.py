@@ -149,6 +149,8 @@ class SimAccount:
         lively: bool,
         rng: random.Random,
         clock: Callable[[], int],
+        portfolio_margin: bool = False,
+        on_revoke: Callable[[SimAccount], None] | None = None,
     ) -> None:
         self.name = name
         self.api_key = api_key
@@ -156,12 +158,34 @@ class SimAccount:
         self.multi_assets = multi_assets
         self.hedge_mode = hedge_mode
         self.lively = lively
+        #: A Portfolio Margin account: its key works, but not for these methods.
+        self.portfolio_margin = portfolio_margin
+        #: True between revoke() and restore(): every request with this key fails.
+        self.revoked = False
         self.last_result: dict[str, Any] | None = None
         self._rng = rng
         self._clock = clock
+        self._on_revoke = on_revoke
         self._marks = dict(BASE_PRICES)
         self._assets: dict[str, _Asset] = {}
         self._positions: dict[tuple[str, str], _Position] = {}
+
+    # ---- the API key
+
+    def revoke(self) -> None:
+        """Revoke the API key, as deleting it or dropping this IP from its whitelist does.
+
+        Connections logged on with the key, or whose last signed request used
+        it, get an id-less 401/-2015 frame; every later request with the key
+        is answered 401/-2015 until :meth:`restore`.
+        """
+        self.revoked = True
+        if self._on_revoke is not None:
+            self._on_revoke(self)
+
+    def restore(self) -> None:
+        """Make the key work again (sessions logged on before :meth:`revoke` stay dead)."""
+        self.revoked = False
 
     # ---- changes a test (or the market) makes
 

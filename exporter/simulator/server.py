@@ -17,6 +17,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -101,13 +102,18 @@ class _Request:
     error: ApiError | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     number: int
     connected_since: int
     return_rate_limits: bool
+    ws: ServerConnection
     account: SimAccount | None = None
     authorized_since: int | None = None
+    #: The ``apiKey`` of the last request on this connection that carried one.
+    last_api_key: str | None = None
+    #: The session's key was revoked while logged on: it never works again here.
+    session_revoked: bool = False
     #: Set by a Mute fault: no request on this connection is answered any more.
     muted: bool = False
 
@@ -145,6 +151,15 @@ def _parse_frame(frame: str | bytes) -> _Request:
     if not isinstance(params, dict):
         return _Request(request_id, method, {}, malformed("params"))
     return _Request(request_id, method, params)
+
+
+def _session_key(conn: _Connection) -> str | None:
+    return conn.account.api_key if conn.account is not None else None
+
+
+async def _send_quietly(ws: ServerConnection, frame: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(frame)
 
 
 async def _closed_or_timeout(ws: ServerConnection, seconds: float) -> None:
@@ -208,6 +223,7 @@ class Simulator:
         self._weight = 0
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open: set[_Connection] = set()
 
     # ---- lifecycle
 
@@ -267,8 +283,14 @@ class Simulator:
         multi_assets: bool = False,
         hedge_mode: bool = False,
         positions: int = 3,
+        portfolio_margin: bool = False,
     ) -> SimAccount:
-        """Add an account whose key is checked with exactly one of the three credentials."""
+        """Add an account whose key is checked with exactly one of the three credentials.
+
+        A ``portfolio_margin`` account's data requests are answered 401/-2015:
+        Portfolio Margin accounts must use the papi endpoints. What Binance
+        answers exactly is unknown; this is the harsher guess.
+        """
         if sum(c is not None for c in (api_secret, ed25519_public_key, rsa_public_key)) != 1:
             raise ValueError("give exactly one of api_secret, ed25519_public_key, rsa_public_key")
         if name in self.accounts or api_key in self._by_key:
@@ -289,11 +311,34 @@ class Simulator:
             lively=self.lively,
             rng=random.Random(f"{self.seed}/{name}") if self.seed is not None else random.Random(),
             clock=self.server_time_ms,
+            portfolio_margin=portfolio_margin,
+            on_revoke=self._announce_revocation,
         )
         account.populate(positions)
         self.accounts[name] = account
         self._by_key[api_key] = account
         return account
+
+    def _announce_revocation(self, account: SimAccount) -> None:
+        """Push the id-less 401/-2015 frame to every connection that uses the key.
+
+        What Binance does on a live connection when a key is revoked is only
+        partly documented (the frame); the simulator also keeps sessions that
+        were logged on with the key dead for good (see :meth:`_authenticate`).
+        """
+        frame = json.dumps(
+            {"id": None, "status": 401, "error": {"code": -2015, "msg": MSG_BAD_KEY}}
+        )
+        for conn in self._open:
+            if conn.account is account:
+                conn.session_revoked = True
+            if not conn.muted and account.api_key in (conn.last_api_key, _session_key(conn)):
+                self._spawn(_send_quietly(conn.ws, frame))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def inject(self, fault: Fault) -> None:
         """Queue a fault. Each request takes the first queued fault matching its method."""
@@ -330,12 +375,17 @@ class Simulator:
             number=self.connections_opened,
             connected_since=self.server_time_ms(),
             return_rate_limits=query.get("returnRateLimits", ["true"])[-1].lower() != "false",
+            ws=ws,
         )
         self._charge(CONNECTION_WEIGHT)
-        with contextlib.suppress(ConnectionClosed):
-            async for frame in ws:
-                if not await self._serve_frame(ws, conn, frame):
-                    return
+        self._open.add(conn)
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                async for frame in ws:
+                    if not await self._serve_frame(ws, conn, frame):
+                        return
+        finally:
+            self._open.discard(conn)
 
     async def _serve_frame(
         self, ws: ServerConnection, conn: _Connection, frame: str | bytes
@@ -343,7 +393,9 @@ class Simulator:
         """Answer one frame, applying a queued fault; False once the connection is done."""
         request = _parse_frame(frame)
         api_key = request.params.get("apiKey")
-        if not isinstance(api_key, str):
+        if isinstance(api_key, str):
+            conn.last_api_key = api_key
+        else:
             api_key = conn.account.api_key if conn.account else None
         self.requests.append(
             RequestRecord(
@@ -381,9 +433,7 @@ class Simulator:
                 await ws.close(CloseCode.INTERNAL_ERROR, "simulated drop")
                 return False
             case Delay(seconds=seconds):
-                task = asyncio.create_task(self._send_later(ws, reply, seconds))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._send_later(ws, reply, seconds))
                 return True
             case ErrorAnswer():
                 error = ApiError(fault.status, fault.code, fault.msg, fault.data)
@@ -492,11 +542,15 @@ class Simulator:
         params = request.params
         if request.method == ACCOUNT_METHOD:
             account = self._authenticate(conn, params)
+            if account.portfolio_margin:
+                raise ApiError(401, -2015, MSG_BAD_KEY)
             if account.lively:
                 account.step()
             return account.result(), account
         if request.method == "session.logon":
             account = self._verify_signed(params)
+            if conn.session_revoked:
+                raise ApiError(401, -2015, MSG_BAD_KEY)
             if account.verifier.kind != "ED25519":
                 raise ApiError(400, -4056, MSG_KEY_TYPE)
             conn.account, conn.authorized_since = account, self.server_time_ms()
@@ -517,8 +571,16 @@ class Simulator:
         }
 
     def _authenticate(self, conn: _Connection, params: dict[str, Any]) -> SimAccount:
-        """The account a request acts for: its signature's, else the session's."""
+        """The account a request acts for: its signature's, else the session's.
+
+        A session whose key was revoked while it was logged on stays unusable,
+        also after the key is restored, until the client logs on again on a
+        new connection. Binance's real behaviour here is unknown; this is the
+        harsher choice, so that a client must reconnect to recover.
+        """
         if "signature" not in params and conn.account is not None:
+            if conn.session_revoked or conn.account.revoked:
+                raise ApiError(401, -2015, MSG_BAD_KEY)
             self._check_timestamp(*_time_params(params))
             return conn.account
         return self._verify_signed(params)
@@ -535,6 +597,8 @@ class Simulator:
             if _KEY_FORMAT.fullmatch(api_key):
                 raise ApiError(401, -2015, MSG_BAD_KEY)
             raise ApiError(401, -2014, MSG_KEY_FORMAT)
+        if account.revoked:
+            raise ApiError(401, -2015, MSG_BAD_KEY)
         if not account.verifier.verify(params):
             raise ApiError(400, -1022, MSG_BAD_SIGNATURE)
         self._check_timestamp(timestamp, window)
