@@ -796,7 +796,7 @@ async def test_edits_are_visible_in_the_next_answer(sim: Simulator) -> None:
         "unrealizedProfit": "42.50100000",  # 0.01 * (64250.10 - 60000)
         "isolatedMargin": "0.00000000",
         "notional": "642.50100000",
-        "isolatedWallet": "0.00000000",
+        "isolatedWallet": "0",  # Binance's spelling of this zero
         "initialMargin": "64.25010000",  # leverage 10
         "maintMargin": "2.57000400",  # 0.4 %
         "updateTime": btc["updateTime"],
@@ -817,6 +817,87 @@ async def test_edits_are_visible_in_the_next_answer(sim: Simulator) -> None:
     assert result["totalUnrealizedProfit"] == "-5.00000000"
     assert result["totalMarginBalance"] == "995.00000000"
     assert account.last_result == result
+
+
+async def test_open_order_rows_are_listed_at_zero(sim: Simulator) -> None:
+    account = sim.add_account("orders", api_key="Q" * 64, api_secret="q", positions=0)
+    account.set_asset_field("USDT", "walletBalance", "1000")
+    account.open_position("BTCUSDT", "BOTH", "0.010", "60000")
+
+    async def answer() -> dict[str, Any]:
+        async with connect(sim.url) as ws:
+            return (await call(ws, ACCOUNT, signed(sim, "Q" * 64, "q")))["result"]
+
+    before = await answer()
+    account.place_open_order("ETHUSDT", "BOTH", "12.5")
+    account.place_open_order("BTCUSDT", "BOTH", "7.25")
+    result = await answer()
+    btc, eth = result["positions"]
+    assert eth == {
+        "symbol": "ETHUSDT",
+        "positionSide": "BOTH",
+        "positionAmt": "0",
+        "unrealizedProfit": "0.00000000",
+        "isolatedMargin": "0.00000000",
+        "notional": "0",
+        "isolatedWallet": "0",
+        "initialMargin": "12.50000000",  # of the open orders
+        "maintMargin": "0",
+        "updateTime": eth["updateTime"],
+    }
+    assert eth["updateTime"] > 0
+    assert btc["positionAmt"] == "0.010"
+    assert btc["initialMargin"] == "71.50010000"  # 64.2501 for the position + 7.25 of orders
+    usdt = result["assets"][0]
+    assert usdt["openOrderInitialMargin"] == result["totalOpenOrderInitialMargin"] == "19.75000000"
+    assert usdt["positionInitialMargin"] == "64.25010000"
+    assert usdt["initialMargin"] == result["totalInitialMargin"] == "84.00010000"
+    assert Decimal(usdt["availableBalance"]) == Decimal(
+        before["assets"][0]["availableBalance"]
+    ) - Decimal("19.75")
+
+    account.close_position("BTCUSDT", "BOTH")  # its orders keep the row, at zero
+    account.cancel_open_orders("ETHUSDT", "BOTH")  # no position: the row goes
+    result = await answer()
+    (btc,) = result["positions"]
+    assert (btc["symbol"], btc["positionAmt"]) == ("BTCUSDT", "0")
+    assert btc["initialMargin"] == "7.25000000"
+    assert btc["notional"] == btc["maintMargin"] == "0"
+    account.cancel_open_orders("BTCUSDT", "BOTH")
+    result = await answer()
+    assert result["positions"] == []
+    assert result["totalOpenOrderInitialMargin"] == "0.00000000"
+
+
+def test_open_order_validation() -> None:
+    sim = Simulator(seed=1)
+    account = sim.add_account("v", api_key=KEY, api_secret=SECRET, hedge_mode=True, positions=0)
+    with pytest.raises(ValueError):
+        account.place_open_order("BTCUSDT", "BOTH", "10")  # hedge mode: LONG or SHORT
+    for junk in ("0", "-1", "abc", "inf"):
+        with pytest.raises(ValueError):
+            account.place_open_order("BTCUSDT", "LONG", junk)
+    with pytest.raises(ValueError):
+        account.place_open_order("NOPEUSDT", "LONG", "10")  # no mark price for it
+    with pytest.raises(KeyError):
+        account.cancel_open_orders("BTCUSDT", "LONG")
+    account.place_open_order("BTCUSDT", "SHORT", "10")
+    with pytest.raises(KeyError):
+        account.close_position("BTCUSDT", "SHORT")  # orders, but no position
+
+
+async def test_margin_available_only_in_multi_assets_mode(sim: Simulator) -> None:
+    sim.add_account("hedge", api_key="H" * 64, api_secret="h", hedge_mode=True)
+    sim.add_account("multi", api_key="M" * 64, api_secret="m", multi_assets=True)
+    async with connect(sim.url) as ws:
+        for key, secret, multi in ((KEY, SECRET, False), ("H" * 64, "h", False),
+                                   ("M" * 64, "m", True)):
+            result = (await call(ws, ACCOUNT, signed(sim, key, secret)))["result"]
+            assert result["assets"]
+            for asset in result["assets"]:
+                assert ("marginAvailable" in asset) is multi, (key, asset)
+                if multi:
+                    assert asset["marginAvailable"] is True
 
 
 def test_edit_validation() -> None:

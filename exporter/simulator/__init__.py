@@ -28,7 +28,7 @@ exporter's signing code against it are an independent check rather than the
 same code agreeing with itself.
 """
 
-from .accounts import ASSET_FIELDS, BASE_PRICES, MAINT_MARGIN_RATE, TOTAL_FIELDS, SimAccount
+from .accounts import ASSET_FIELDS, BASE_PRICES, TOTAL_FIELDS, SimAccount
 from .demo import DemoAccount, demo_accounts
 from .faults import (
     CloseConnection,
@@ -42,6 +42,7 @@ from .faults import (
     Stall,
     Unsolicited,
 )
+from .positions import MAINT_MARGIN_RATE
 from .protocol import (
     ACCOUNT_METHOD,
     CONNECTION_WEIGHT,

@@ -1,34 +1,42 @@
-"""Simulated futures accounts: balances, positions, mark prices, and the answers they give.
+"""Simulated futures accounts: balances, position rows, mark prices, and the answers they give.
 
-A :class:`SimAccount` holds state (per asset a wallet balance and open-order
-margin; per position amount, entry price, leverage and margin type; one mark
-price per symbol) and derives every figure of a ``v2/account.status`` answer
-from it on demand, the way Binance does: margin balance = wallet + unrealized
-profit, totals in USDT only (single-asset mode) or in USD over all assets
+A :class:`SimAccount` holds state (per asset a wallet balance; per symbol and
+side a position and/or the margin of its open orders; one mark price per
+symbol) and derives every figure of a ``v2/account.status`` answer from it on
+demand, the way Binance does: margin balance = wallet + unrealized profit,
+totals in USDT only (single-asset mode) or in USD over all assets
 (multi-assets mode). Figures are decimal strings with Binance's precision.
+
+Every change to balances, positions and open orders goes through one method,
+:meth:`SimAccount._commit`, the place where account events are to be emitted.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
 
+from .positions import (
+    EIGHT_PLACES,
+    Figures,
+    Position,
+    figures,
+    fmt,
+    margin_asset,
+    parse_decimal,
+    status_row,
+)
 from .signing import Verifier
 
-__all__ = ["ASSET_FIELDS", "BASE_PRICES", "MAINT_MARGIN_RATE", "TOTAL_FIELDS", "SimAccount"]
+__all__ = ["ASSET_FIELDS", "BASE_PRICES", "TOTAL_FIELDS", "ChangeReason", "SimAccount"]
 
-MAINT_MARGIN_RATE = Decimal("0.004")
-
-_EIGHT_PLACES = Decimal("1e-8")
-_THREE_PLACES = Decimal("1e-3")
-_MARK_TICK = Decimal("1e-4")
-#: Bound on amounts a test may set, so that figures stay within Decimal's 28 digits.
-_LARGEST = Decimal("1e12")
+_ZERO = Decimal(0)
 
 #: Starting mark prices; symbols quoted in USDT or USDC margin in that asset.
+#: USDⓈ-M lists high-volume perpetuals whose symbols are not ASCII.
 BASE_PRICES = {
     "BTCUSDT": Decimal("64250.10"),
     "ETHUSDT": Decimal("3120.45"),
@@ -36,10 +44,16 @@ BASE_PRICES = {
     "BNBUSDT": Decimal("585.60"),
     "XRPUSDT": Decimal("0.5234"),
     "DOGEUSDT": Decimal("0.15321"),
+    "币安人生USDT": Decimal("0.13240"),
+    "我踏马来了USDT": Decimal("0.023870"),
+    "龙虾USDT": Decimal("0.045610"),
+    "牛来USDT": Decimal("0.0081230"),
     "BTCUSDC": Decimal("64248.30"),
     "ETHUSDC": Decimal("3119.90"),
 }
 _LEVERAGES = (5, 10, 20)
+#: Leverage of a row that has open orders but no position yet.
+_ORDER_LEVERAGE = 10
 
 #: Per-asset decimal fields in the order Binance sends them.
 ASSET_FIELDS = (
@@ -70,70 +84,33 @@ TOTAL_FIELDS = {
     "maxWithdrawAmount": "maxWithdrawAmount",
 }
 
+#: Why an account changed (see :meth:`SimAccount._commit`).
+ChangeReason = Literal["FILL", "BALANCE", "ORDERS"]
 
-def _decimal(value: str | Decimal) -> Decimal:
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"not a decimal number: {value!r}") from None
-    if not number.is_finite() or abs(number) >= _LARGEST:
-        raise ValueError(f"not a finite number below {_LARGEST}: {value!r}")
-    return number
+_Key = tuple[str, str]  # (symbol, side)
 
 
-def _fmt(number: Decimal, places: Decimal = _EIGHT_PLACES) -> str:
-    text = f"{number.quantize(places):f}"
-    return text.removeprefix("-") if Decimal(text) == 0 else text
-
-
-def _margin_asset(symbol: str) -> str:
-    for asset in ("USDT", "USDC"):
-        if symbol.endswith(asset) and len(symbol) > len(asset):
-            return asset
-    raise ValueError(f"symbol {symbol!r} is not quoted in USDT or USDC")
-
-
-@dataclass
-class _Position:
-    symbol: str
-    side: str
-    amount: Decimal  # signed: shorts are negative, as Binance reports them
-    entry_price: Decimal
-    leverage: int
-    isolated: bool
-    update_time: int
-
-    def figures(self, mark: Decimal) -> dict[str, Decimal]:
-        notional = self.amount * mark
-        pnl = self.amount * (mark - self.entry_price)
-        isolated_wallet = (
-            abs(self.amount * self.entry_price) / self.leverage if self.isolated else Decimal(0)
-        )
-        return {
-            "unrealizedProfit": pnl,
-            "isolatedMargin": isolated_wallet + pnl if self.isolated else Decimal(0),
-            "notional": notional,
-            "isolatedWallet": isolated_wallet,
-            "initialMargin": abs(notional) / self.leverage,
-            "maintMargin": abs(notional) * MAINT_MARGIN_RATE,
-        }
+def _price_tick(price: Decimal) -> Decimal:
+    """A plausible price step: five significant digits below the leading one."""
+    return Decimal(1).scaleb(price.adjusted() - 5)
 
 
 @dataclass
 class _Asset:
     wallet: Decimal
     update_time: int
-    open_order_margin: Decimal = Decimal(0)
+    #: Open-order margin a test set on the asset, beside that of the rows' orders.
+    open_order_margin: Decimal = _ZERO
     #: Fields a test pinned with set_asset_field; they win over computed values.
     overrides: dict[str, Decimal] = field(default_factory=dict)
 
 
 class SimAccount:
-    """One simulated futures account with its balances and positions.
+    """One simulated futures account with its balances and position rows.
 
     Figures are derived from state on every answer: per asset the wallet
-    balance and open-order margin, per position amount, entry price, leverage
-    and margin type, and one mark price per symbol. Fields pinned with
+    balance; per row amount, entry price, leverage, margin type and open-order
+    margin; one mark price per symbol. Fields pinned with
     :meth:`set_asset_field` replace the computed value, and everything derived
     from that field (and the totals) follows it.
     """
@@ -168,7 +145,7 @@ class SimAccount:
         self._on_revoke = on_revoke
         self._marks = dict(BASE_PRICES)
         self._assets: dict[str, _Asset] = {}
-        self._positions: dict[tuple[str, str], _Position] = {}
+        self._rows: dict[_Key, Position] = {}
 
     # ---- the API key
 
@@ -192,21 +169,22 @@ class SimAccount:
     def set_asset_field(self, asset: str, field: str, value: str) -> None:
         """Set one per-asset figure, e.g. ``("USDT", "walletBalance", "123.45")``.
 
-        ``walletBalance`` and ``openOrderInitialMargin`` are state; any other
-        field of :data:`ASSET_FIELDS` is pinned to ``value``. A new asset is added.
+        ``walletBalance`` and ``openOrderInitialMargin`` are state (the latter
+        adds to the margin of the rows' open orders); any other field of
+        :data:`ASSET_FIELDS` is pinned to ``value``. A new asset is added.
         """
         if field not in ASSET_FIELDS:
             raise KeyError(f"unknown asset field {field!r}")
-        number = _decimal(value)
-        now = self._clock()
-        state = self._assets.setdefault(asset, _Asset(wallet=Decimal(0), update_time=now))
+        number = parse_decimal(value)
         if field == "walletBalance":
-            state.wallet = number
-        elif field == "openOrderInitialMargin":
+            self._commit("BALANCE", balances={asset: number})
+            return
+        state = self._asset(asset)
+        if field == "openOrderInitialMargin":
             state.open_order_margin = number
         else:
             state.overrides[field] = number
-        state.update_time = now
+        state.update_time = self._clock()
 
     def open_position(
         self,
@@ -217,71 +195,125 @@ class SimAccount:
         *,
         isolated: bool = False,
         leverage: int = 10,
+        kept: bool = False,
     ) -> None:
         """Open (or replace) a position; the mark price starts at ``entry_price`` if new.
 
         ``side`` is BOTH in one-way mode (sign of ``amount`` = direction) and
         LONG or SHORT in hedge mode (the sign of ``amount`` is then ignored).
+        A ``kept`` position is never closed by a lively market. The row's open
+        orders, if any, stay.
         """
-        expected = ("LONG", "SHORT") if self.hedge_mode else ("BOTH",)
-        if side not in expected:
-            raise ValueError(f"side must be one of {expected} for account {self.name!r}")
-        quantity, entry = _decimal(amount), _decimal(entry_price)
+        self._check_side(side)
+        quantity, entry = parse_decimal(amount), parse_decimal(entry_price)
+        margin_asset(symbol)
+        if quantity == 0 or entry <= 0 or leverage < 1:
+            raise ValueError("a position needs a non-zero amount, a positive price, leverage >= 1")
         if side == "LONG":
             quantity = abs(quantity)
         elif side == "SHORT":
             quantity = -abs(quantity)
-        self._assets.setdefault(
-            _margin_asset(symbol), _Asset(wallet=Decimal(0), update_time=self._clock())
-        )
         self._marks.setdefault(symbol, entry)
-        self._positions[(symbol, side)] = _Position(
-            symbol, side, quantity, entry, leverage, isolated, self._clock()
+        orders = self._rows.get((symbol, side))
+        position = Position(
+            symbol,
+            side,
+            quantity,
+            entry,
+            leverage,
+            isolated,
+            self._clock(),
+            order_margin=orders.order_margin if orders else _ZERO,
+            kept=kept,
         )
+        self._commit("FILL", rows={(symbol, side): position})
 
     def close_position(self, symbol: str, side: str) -> None:
-        """Remove a position without touching the wallet (KeyError if there is none)."""
-        del self._positions[(symbol, side)]
+        """Close a position without touching the wallet (KeyError if there is none).
+
+        A row that also has open orders stays, at amount 0.
+        """
+        row = self._rows.get((symbol, side))
+        if row is None or row.amount == 0:
+            raise KeyError(f"no {side} position in {symbol}")
+        self._commit("FILL", rows={(symbol, side): self._without_position(row)})
+
+    def place_open_order(self, symbol: str, side: str, initial_margin: str) -> None:
+        """Add open orders worth ``initial_margin`` to the row of ``symbol`` and ``side``.
+
+        Without a position, Binance lists the row anyway: ``positionAmt`` "0",
+        zero figures, a recent ``updateTime``; the margin counts in the
+        asset's ``openOrderInitialMargin``.
+        """
+        self._check_side(side)
+        margin = parse_decimal(initial_margin)
+        if margin <= 0:
+            raise ValueError(f"initial margin must be positive: {initial_margin!r}")
+        if symbol not in self._marks:
+            raise ValueError(f"no mark price for {symbol!r}: open a position in it first")
+        now = self._clock()
+        row = self._rows.get((symbol, side)) or Position(
+            symbol, side, _ZERO, _ZERO, _ORDER_LEVERAGE, False, now
+        )
+        row = replace(row, order_margin=row.order_margin + margin, update_time=now)
+        self._commit("ORDERS", rows={(symbol, side): row})
+
+    def cancel_open_orders(self, symbol: str, side: str) -> None:
+        """Cancel the open orders of a row (KeyError if it has none).
+
+        A row without a position then disappears, as on Binance.
+        """
+        row = self._rows.get((symbol, side))
+        if row is None or row.order_margin == 0:
+            raise KeyError(f"no open {side} orders in {symbol}")
+        update = (
+            replace(row, order_margin=_ZERO, update_time=self._clock()) if row.amount else None
+        )
+        self._commit("ORDERS", rows={(symbol, side): update})
 
     def step(self) -> None:
         """Advance the market once: mark prices drift; when lively, maybe open or close."""
         for symbol, mark in self._marks.items():
             drift = Decimal(repr(self._rng.gauss(0, 0.002)))
-            self._marks[symbol] = max(_MARK_TICK, (mark * (1 + drift)).quantize(_MARK_TICK))
+            self._marks[symbol] = max(EIGHT_PLACES, (mark * (1 + drift)).quantize(EIGHT_PLACES))
         if not self.lively or self._rng.random() >= 0.08:
             return
-        if self._positions and (len(self._positions) >= 5 or self._rng.random() < 0.5):
-            self._realise(self._rng.choice(sorted(self._positions)))
+        closable = sorted(k for k, r in self._rows.items() if r.amount and not r.kept)
+        held = sum(1 for r in self._rows.values() if r.amount)
+        if closable and (held >= 5 or self._rng.random() < 0.5):
+            self._realise(self._rng.choice(closable))
         else:
             self._open_random()
 
     def populate(self, positions: int) -> None:
         """Give the account random but plausible balances and ``positions`` positions."""
-        now = self._clock()
         rng = self._rng
         balances = {"USDT": rng.uniform(2_000, 50_000), "USDC": rng.uniform(0, 800), "BTC": 0.0}
         if self.multi_assets:
             balances |= {"BTC": rng.uniform(0.01, 0.5), "BNB": rng.uniform(1, 20)}
-        for asset, amount in balances.items():
-            self._assets[asset] = _Asset(wallet=Decimal(f"{amount:.8f}"), update_time=now)
+        self._commit("BALANCE", balances={a: Decimal(f"{v:.8f}") for a, v in balances.items()})
         for _ in range(positions):
             self._open_random()
 
     def _open_random(self) -> None:
         rng = self._rng
-        symbols = [s for s in BASE_PRICES if self.multi_assets or s.endswith("USDT")]
+        symbols = [
+            s
+            for s in BASE_PRICES
+            if s.isascii() and (self.multi_assets or margin_asset(s) == "USDT")
+        ]
         sides = ("LONG", "SHORT") if self.hedge_mode else ("BOTH",)
-        free = [(s, side) for s in symbols for side in sides if (s, side) not in self._positions]
+        free = [(s, side) for s in symbols for side in sides if (s, side) not in self._rows]
         if not free:
             return
         symbol, side = rng.choice(free)
         mark = self._marks[symbol]
-        wallet = self._assets[_margin_asset(symbol)].wallet
+        wallet = self._assets[margin_asset(symbol)].wallet
         notional = wallet * Decimal(f"{rng.uniform(0.2, 1.0):.4f}")
-        quantity = max(_THREE_PLACES, (notional / mark).quantize(_THREE_PLACES))
+        quantity = max(Decimal("0.001"), (notional / mark).quantize(Decimal("0.001")))
         if side == "SHORT" or (side == "BOTH" and rng.random() < 0.4):
             quantity = -quantity
-        entry = (mark * Decimal(f"{1 + rng.gauss(0, 0.01):.6f}")).quantize(_MARK_TICK)
+        entry = (mark * Decimal(f"{1 + rng.gauss(0, 0.01):.6f}")).quantize(_price_tick(mark))
         self.open_position(
             symbol,
             side,
@@ -291,84 +323,132 @@ class SimAccount:
             leverage=rng.choice(_LEVERAGES),
         )
 
-    def _realise(self, key: tuple[str, str]) -> None:
+    def _realise(self, key: _Key) -> None:
         """Close a position as the market would: its PnL moves into the wallet."""
-        position = self._positions.pop(key)
-        asset = self._assets[_margin_asset(position.symbol)]
-        asset.wallet += position.figures(self._marks[position.symbol])["unrealizedProfit"]
-        asset.update_time = self._clock()
+        row = self._rows[key]
+        asset = row.margin_asset
+        pnl = figures(row, self._marks[row.symbol]).unrealized_profit
+        self._commit(
+            "FILL",
+            rows={key: self._without_position(row)},
+            balances={asset: self._asset(asset).wallet + pnl},
+        )
+
+    @staticmethod
+    def _without_position(row: Position) -> Position | None:
+        """The row once its position is gone: its open orders alone, or nothing."""
+        if row.order_margin == 0:
+            return None
+        return replace(row, amount=_ZERO, entry_price=_ZERO, isolated=False, kept=False)
+
+    def _commit(
+        self,
+        reason: ChangeReason,
+        *,
+        rows: Mapping[_Key, Position | None] | None = None,
+        balances: Mapping[str, Decimal] | None = None,
+    ) -> None:
+        """Apply one change of the account: the only place balances, rows and orders change.
+
+        ``reason`` says what happened: ``"FILL"`` (a trade opened, changed or
+        closed a position, maybe moving PnL into the wallet), ``"BALANCE"`` (a
+        wallet changed without a trade: deposit, transfer, adjustment) or
+        ``"ORDERS"`` (open orders placed or cancelled). ``rows`` maps
+        (symbol, side) to the new row, or None when the row is gone;
+        ``balances`` maps assets to their new wallet balance. A user data
+        stream emits its ``ACCOUNT_UPDATE`` / ``ORDER_TRADE_UPDATE`` here.
+        """
+        now = self._clock()
+        for asset, wallet in (balances or {}).items():
+            state = self._asset(asset)
+            state.wallet, state.update_time = wallet, now
+        for key, row in (rows or {}).items():
+            if row is None:
+                self._rows.pop(key, None)
+            else:
+                self._asset(row.margin_asset)
+                self._rows[key] = row
+
+    def _asset(self, asset: str) -> _Asset:
+        return self._assets.setdefault(asset, _Asset(wallet=_ZERO, update_time=self._clock()))
+
+    def _check_side(self, side: str) -> None:
+        expected = ("LONG", "SHORT") if self.hedge_mode else ("BOTH",)
+        if side not in expected:
+            raise ValueError(f"side must be one of {expected} for account {self.name!r}")
 
     # ---- the answer
 
     def _usd(self, amount: Decimal, asset: str) -> Decimal:
         return amount * self._marks.get(f"{asset}USDT", Decimal(1))
 
-    def _asset_figures(self, asset: str, state: _Asset) -> dict[str, Decimal]:
-        mine = [p for p in self._positions.values() if _margin_asset(p.symbol) == asset]
-        figures = [(p, p.figures(self._marks[p.symbol])) for p in mine]
-        cross = [f for p, f in figures if not p.isolated]
+    def _row_figures(self) -> list[tuple[Position, Figures]]:
+        """Every row with its figures at the current marks: the one source of both answers."""
+        return [(row, figures(row, self._marks[row.symbol])) for row in self._rows.values()]
+
+    def _asset_figures(
+        self, asset: str, state: _Asset, rows: Iterable[tuple[Position, Figures]]
+    ) -> dict[str, Decimal]:
+        mine = [(p, f) for p, f in rows if p.margin_asset == asset]
+        every = [f for _, f in mine]
+        cross = [f for p, f in mine if not p.isolated]
         values: dict[str, Decimal] = {}
 
         def pick(name: str, computed: Decimal) -> Decimal:
             values[name] = state.overrides.get(name, computed)
             return values[name]
 
-        def total(name: str, of: list[dict[str, Decimal]]) -> Decimal:
-            return sum((f[name] for f in of), Decimal(0))
+        def total(of: Iterable[Decimal]) -> Decimal:
+            return sum(of, _ZERO)
 
         wallet = pick("walletBalance", state.wallet)
-        pnl = pick("unrealizedProfit", total("unrealizedProfit", [f for _, f in figures]))
+        pnl = pick("unrealizedProfit", total(f.unrealized_profit for f in every))
         pick("marginBalance", wallet + pnl)
-        pick("maintMargin", total("maintMargin", [f for _, f in figures]))
+        pick("maintMargin", total(f.maint_margin for f in every))
         position_margin = pick(
-            "positionInitialMargin", total("initialMargin", [f for _, f in figures])
+            "positionInitialMargin", total(f.position_initial_margin for f in every)
         )
-        order_margin = pick("openOrderInitialMargin", state.open_order_margin)
+        order_margin = pick(
+            "openOrderInitialMargin",
+            state.open_order_margin + total(f.open_order_initial_margin for f in every),
+        )
         pick("initialMargin", position_margin + order_margin)
         cross_wallet = pick(
-            "crossWalletBalance", wallet - total("isolatedWallet", [f for _, f in figures])
+            "crossWalletBalance", wallet - total(f.isolated_wallet for f in every)
         )
-        cross_pnl = pick("crossUnPnl", total("unrealizedProfit", cross))
+        cross_pnl = pick("crossUnPnl", total(f.unrealized_profit for f in cross))
         available = pick(
             "availableBalance",
-            cross_wallet + cross_pnl - total("initialMargin", cross) - order_margin,
+            cross_wallet + cross_pnl - total(f.position_initial_margin for f in cross)
+            - order_margin,
         )
-        pick("maxWithdrawAmount", max(Decimal(0), min(cross_wallet, available)))
+        pick("maxWithdrawAmount", max(_ZERO, min(cross_wallet, available)))
         return values
 
     def result(self) -> dict[str, Any]:
         """The ``result`` object of a v2/account.status answer for the current state."""
-        per_asset = {name: self._asset_figures(name, s) for name, s in self._assets.items()}
+        rows = self._row_figures()
+        per_asset = {name: self._asset_figures(name, s, rows) for name, s in self._assets.items()}
         if self.multi_assets:
             totals = {
-                total: sum((self._usd(v[part], a) for a, v in per_asset.items()), Decimal(0))
+                total: sum((self._usd(v[part], a) for a, v in per_asset.items()), _ZERO)
                 for total, part in TOTAL_FIELDS.items()
             }
         else:
             usdt = per_asset.get("USDT", {})
-            totals = {total: usdt.get(part, Decimal(0)) for total, part in TOTAL_FIELDS.items()}
-        result: dict[str, Any] = {name: _fmt(value) for name, value in totals.items()}
+            totals = {total: usdt.get(part, _ZERO) for total, part in TOTAL_FIELDS.items()}
+        result: dict[str, Any] = {name: fmt(value) for name, value in totals.items()}
         result["assets"] = [
             self._asset_entry(name, values, self._assets[name].update_time)
             for name, values in per_asset.items()
         ]
-        result["positions"] = [self._position_entry(p) for p in self._positions.values()]
+        result["positions"] = [status_row(row, row_figures) for row, row_figures in rows]
         return result
 
     def _asset_entry(self, name: str, values: dict[str, Decimal], updated: int) -> dict[str, Any]:
         entry: dict[str, Any] = {"asset": name}
-        entry |= {f: _fmt(values[f]) for f in ASSET_FIELDS}
-        if self.multi_assets:
+        entry |= {f: fmt(values[f]) for f in ASSET_FIELDS}
+        if self.multi_assets:  # Binance sends it only in multi-assets mode
             entry["marginAvailable"] = True
         entry["updateTime"] = updated
         return entry
-
-    def _position_entry(self, position: _Position) -> dict[str, Any]:
-        figures = position.figures(self._marks[position.symbol])
-        return {
-            "symbol": position.symbol,
-            "positionSide": position.side,
-            "positionAmt": _fmt(position.amount, _THREE_PLACES),
-            **{name: _fmt(value) for name, value in figures.items()},
-            "updateTime": position.update_time,
-        }
