@@ -52,6 +52,7 @@ from .protocol import (
     METHOD_WEIGHTS,
     MSG_BAD_KEY,
     MSG_BAD_SIGNATURE,
+    MSG_BAD_SYMBOL,
     MSG_BANNED,
     MSG_KEY_FORMAT,
     MSG_KEY_TYPE,
@@ -59,6 +60,7 @@ from .protocol import (
     MSG_RECV_WINDOW,
     MSG_TOO_MANY_REQUESTS,
     PATH,
+    POSITION_METHOD,
     ApiError,
 )
 from .server import RequestRecord, Simulator, server_time_now
@@ -76,6 +78,7 @@ __all__ = [
     "METHOD_WEIGHTS",
     "MSG_BAD_KEY",
     "MSG_BAD_SIGNATURE",
+    "MSG_BAD_SYMBOL",
     "MSG_BANNED",
     "MSG_KEY_FORMAT",
     "MSG_KEY_TYPE",
@@ -83,6 +86,7 @@ __all__ = [
     "MSG_RECV_WINDOW",
     "MSG_TOO_MANY_REQUESTS",
     "PATH",
+    "POSITION_METHOD",
     "TOTAL_FIELDS",
     "ApiError",
     "CloseConnection",

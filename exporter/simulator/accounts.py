@@ -2,10 +2,13 @@
 
 A :class:`SimAccount` holds state (per asset a wallet balance; per symbol and
 side a position and/or the margin of its open orders; one mark price per
-symbol) and derives every figure of a ``v2/account.status`` answer from it on
-demand, the way Binance does: margin balance = wallet + unrealized profit,
-totals in USDT only (single-asset mode) or in USD over all assets
-(multi-assets mode). Figures are decimal strings with Binance's precision.
+symbol) and derives every figure of a ``v2/account.status`` or
+``v2/account.position`` answer from it on demand, the way Binance does: margin
+balance = wallet + unrealized profit, totals in USDT only (single-asset mode)
+or in USD over all assets (multi-assets mode), liquidation prices from the
+margin behind each position. Figures are decimal strings with Binance's
+precision. Both answers read the same marks: only :meth:`SimAccount.step`
+(the server calls it once per ``v2/account.status``) moves the market.
 
 Every change to balances, positions and open orders goes through one method,
 :meth:`SimAccount._commit`, the place where account events are to be emitted.
@@ -25,8 +28,10 @@ from .positions import (
     Position,
     figures,
     fmt,
+    liquidation_price,
     margin_asset,
     parse_decimal,
+    position_row,
     status_row,
 )
 from .signing import Verifier
@@ -85,9 +90,11 @@ TOTAL_FIELDS = {
 }
 
 #: Why an account changed (see :meth:`SimAccount._commit`).
-ChangeReason = Literal["FILL", "BALANCE", "ORDERS"]
+ChangeReason = Literal["FILL", "LIQUIDATION", "BALANCE", "ORDERS"]
 
 _Key = tuple[str, str]  # (symbol, side)
+_Rows = list[tuple[Position, Figures]]  # every row with its figures at the current marks
+_PerAsset = dict[str, dict[str, Decimal]]  # asset -> field of ASSET_FIELDS -> value
 
 
 def _price_tick(price: Decimal) -> Decimal:
@@ -139,7 +146,10 @@ class SimAccount:
         self.portfolio_margin = portfolio_margin
         #: True between revoke() and restore(): every request with this key fails.
         self.revoked = False
+        #: The ``result`` last sent for this account: of v2/account.status ...
         self.last_result: dict[str, Any] | None = None
+        #: ... and of v2/account.position.
+        self.last_positions: list[dict[str, Any]] | None = None
         self._rng = rng
         self._clock = clock
         self._on_revoke = on_revoke
@@ -271,12 +281,24 @@ class SimAccount:
         )
         self._commit("ORDERS", rows={(symbol, side): update})
 
+    def set_mark(self, symbol: str, price: str) -> None:
+        """Set a symbol's mark price (until the market moves it: :meth:`step`)."""
+        margin_asset(symbol)
+        mark = parse_decimal(price)
+        if mark <= 0:
+            raise ValueError(f"a mark price must be positive: {price!r}")
+        self._marks[symbol] = mark
+
     def step(self) -> None:
-        """Advance the market once: mark prices drift; when lively, maybe open or close."""
+        """Advance the market once: mark prices drift; when lively, positions past their
+        liquidation price are liquidated (unless kept), and one may open or close."""
         for symbol, mark in self._marks.items():
             drift = Decimal(repr(self._rng.gauss(0, 0.002)))
             self._marks[symbol] = max(EIGHT_PLACES, (mark * (1 + drift)).quantize(EIGHT_PLACES))
-        if not self.lively or self._rng.random() >= 0.08:
+        if not self.lively:
+            return
+        self._liquidate()
+        if self._rng.random() >= 0.08:
             return
         closable = sorted(k for k, r in self._rows.items() if r.amount and not r.kept)
         held = sum(1 for r in self._rows.values() if r.amount)
@@ -326,12 +348,50 @@ class SimAccount:
     def _realise(self, key: _Key) -> None:
         """Close a position as the market would: its PnL moves into the wallet."""
         row = self._rows[key]
-        asset = row.margin_asset
-        pnl = figures(row, self._marks[row.symbol]).unrealized_profit
+        self._close(row, "FILL", figures(row, self._marks[row.symbol]).unrealized_profit)
+
+    def _close(self, row: Position, reason: ChangeReason, realised: Decimal) -> None:
+        """Close ``row``'s position, adding ``realised`` to its margin asset's wallet."""
+        wallet = self._asset(row.margin_asset).wallet + realised
         self._commit(
-            "FILL",
-            rows={key: self._without_position(row)},
-            balances={asset: self._asset(asset).wallet + pnl},
+            reason,
+            rows={(row.symbol, row.side): self._without_position(row)},
+            balances={row.margin_asset: wallet},
+        )
+
+    def _liquidate(self) -> None:
+        """Close what the liquidation engine would.
+
+        An isolated position whose margin no longer covers its maintenance
+        margin loses its isolated wallet. When a margin pool no longer covers
+        the maintenance margin of its cross positions, they are all closed at
+        the mark and their loss is realised. Kept positions are spared.
+        """
+        for row, row_figures in self._row_figures():
+            breached = row_figures.isolated_margin <= row_figures.maint_margin
+            if row.amount and row.isolated and not row.kept and breached:
+                self._close(row, "LIQUIDATION", -row_figures.isolated_wallet)
+        rows = self._row_figures()
+        per_asset = self._per_asset(rows)
+        for pool in {frozenset(self._pool(p.margin_asset)) for p, _ in rows}:
+            cross = [(p, f) for p, f in rows if p.amount and not p.isolated
+                     and p.margin_asset in pool]
+            maintenance = sum((self._usd(f.maint_margin, p.margin_asset) for p, f in cross), _ZERO)
+            if maintenance and self._pool_margin(pool, per_asset) <= maintenance:
+                for row, row_figures in cross:
+                    if not row.kept:
+                        self._close(row, "LIQUIDATION", row_figures.unrealized_profit)
+
+    def _pool(self, asset: str) -> set[str]:
+        """The assets whose cross margin backs cross positions margined in ``asset``."""
+        return set(self._assets) if self.multi_assets else {asset}
+
+    def _pool_margin(self, pool: Iterable[str], per_asset: _PerAsset) -> Decimal:
+        """Cross wallet balance plus cross unrealized profit of ``pool``'s assets, in USD."""
+        return sum(
+            (self._usd(per_asset[a]["crossWalletBalance"] + per_asset[a]["crossUnPnl"], a)
+             for a in pool),
+            _ZERO,
         )
 
     @staticmethod
@@ -351,9 +411,10 @@ class SimAccount:
         """Apply one change of the account: the only place balances, rows and orders change.
 
         ``reason`` says what happened: ``"FILL"`` (a trade opened, changed or
-        closed a position, maybe moving PnL into the wallet), ``"BALANCE"`` (a
-        wallet changed without a trade: deposit, transfer, adjustment) or
-        ``"ORDERS"`` (open orders placed or cancelled). ``rows`` maps
+        closed a position, maybe moving PnL into the wallet), ``"LIQUIDATION"``
+        (the liquidation engine closed a position), ``"BALANCE"`` (a wallet
+        changed without a trade: deposit, transfer, adjustment) or ``"ORDERS"``
+        (open orders placed or cancelled). ``rows`` maps
         (symbol, side) to the new row, or None when the row is gone;
         ``balances`` maps assets to their new wallet balance. A user data
         stream emits its ``ACCOUNT_UPDATE`` / ``ORDER_TRADE_UPDATE`` here.
@@ -382,7 +443,7 @@ class SimAccount:
     def _usd(self, amount: Decimal, asset: str) -> Decimal:
         return amount * self._marks.get(f"{asset}USDT", Decimal(1))
 
-    def _row_figures(self) -> list[tuple[Position, Figures]]:
+    def _row_figures(self) -> _Rows:
         """Every row with its figures at the current marks: the one source of both answers."""
         return [(row, figures(row, self._marks[row.symbol])) for row in self._rows.values()]
 
@@ -425,10 +486,65 @@ class SimAccount:
         pick("maxWithdrawAmount", max(_ZERO, min(cross_wallet, available)))
         return values
 
+    def _per_asset(self, rows: _Rows) -> _PerAsset:
+        return {name: self._asset_figures(name, s, rows) for name, s in self._assets.items()}
+
+    def _liquidation_prices(
+        self, rows: _Rows, per_asset: _PerAsset
+    ) -> dict[_Key, Decimal]:
+        """Each position's liquidation price, from the margins the status answer shows.
+
+        An isolated position is backed by its isolated wallet. The cross
+        positions of one symbol (one mark; both sides of a hedge pair) are
+        backed by the cross wallet balance and unrealized profit of their
+        pool (their margin asset; every asset in multi-assets mode, in USD at
+        today's marks), less their own profit, against the maintenance margin
+        of the pool's other cross positions. Rows without a position have none.
+        """
+        prices: dict[_Key, Decimal] = {}
+        cross: dict[str, list[tuple[Position, Figures]]] = {}
+        for row, row_figures in rows:
+            if row.amount and row.isolated:
+                key = (row.symbol, row.side)
+                prices[key] = liquidation_price([row], row_figures.isolated_wallet, _ZERO)
+            elif row.amount:
+                cross.setdefault(row.symbol, []).append((row, row_figures))
+        for symbol, group in cross.items():
+            pool = self._pool(margin_asset(symbol))
+            balance = self._pool_margin(pool, per_asset) - sum(
+                (self._usd(f.unrealized_profit, p.margin_asset) for p, f in group), _ZERO
+            )
+            others = sum(
+                (
+                    self._usd(f.maint_margin, p.margin_asset)
+                    for p, f in rows
+                    if p.amount and not p.isolated and p.symbol != symbol
+                    and p.margin_asset in pool
+                ),
+                _ZERO,
+            )
+            price = liquidation_price([p for p, _ in group], balance, others)
+            prices.update({(p.symbol, p.side): price for p, _ in group})
+        return prices
+
+    def knows(self, symbol: str) -> bool:
+        """Whether ``symbol`` is a symbol of this market (one with a mark price)."""
+        return symbol in self._marks
+
+    def position_result(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        """The ``result`` of a v2/account.position answer: every row, or ``symbol``'s."""
+        rows = self._row_figures()
+        prices = self._liquidation_prices(rows, self._per_asset(rows))
+        return [
+            position_row(row, row_figures, prices.get((row.symbol, row.side), _ZERO))
+            for row, row_figures in rows
+            if symbol is None or row.symbol == symbol
+        ]
+
     def result(self) -> dict[str, Any]:
         """The ``result`` object of a v2/account.status answer for the current state."""
         rows = self._row_figures()
-        per_asset = {name: self._asset_figures(name, s, rows) for name, s in self._assets.items()}
+        per_asset = self._per_asset(rows)
         if self.multi_assets:
             totals = {
                 total: sum((self._usd(v[part], a) for a, v in per_asset.items()), _ZERO)

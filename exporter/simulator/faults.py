@@ -78,10 +78,12 @@ class RawFrame(Fault):
 class Mutate(Fault):
     """Let ``fn`` change a deep copy of a successful answer's ``result`` before sending.
 
-    An error answer is sent unchanged (the fault is still used up).
+    The ``result`` is an object for ``v2/account.status`` and a list for
+    ``v2/account.position``. An error answer is sent unchanged (the fault is
+    still used up).
     """
 
-    fn: Callable[[dict[str, Any]], None]
+    fn: Callable[[Any], None]
 
 
 @dataclass

@@ -18,6 +18,7 @@ __all__ = [
     "METHOD_WEIGHTS",
     "MSG_BAD_KEY",
     "MSG_BAD_SIGNATURE",
+    "MSG_BAD_SYMBOL",
     "MSG_BANNED",
     "MSG_KEY_FORMAT",
     "MSG_KEY_TYPE",
@@ -25,15 +26,18 @@ __all__ = [
     "MSG_RECV_WINDOW",
     "MSG_TOO_MANY_REQUESTS",
     "PATH",
+    "POSITION_METHOD",
     "ApiError",
     "malformed",
 ]
 
 PATH = "/ws-fapi/v1"
 ACCOUNT_METHOD = "v2/account.status"
+POSITION_METHOD = "v2/account.position"
 CONNECTION_WEIGHT = 5
 METHOD_WEIGHTS = {
     ACCOUNT_METHOD: 5,
+    POSITION_METHOD: 5,
     "session.status": 2,
     "session.logon": 2,
     "session.logout": 2,
@@ -51,6 +55,7 @@ MSG_BAD_KEY = "Invalid API-key, IP, or permissions for action."
 MSG_KEY_FORMAT = "API-key format invalid."
 MSG_RECV_WINDOW = "Timestamp for this request is outside of the recvWindow."
 MSG_KEY_TYPE = "Invalid api key type."
+MSG_BAD_SYMBOL = "Invalid symbol."
 #: -1003 over the limit (status 429); ``{limit}`` is the weight limit per minute.
 MSG_TOO_MANY_REQUESTS = (
     "Too many requests; current limit is {limit} requests per minute. "

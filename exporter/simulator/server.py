@@ -51,6 +51,7 @@ from .protocol import (
     METHOD_WEIGHTS,
     MSG_BAD_KEY,
     MSG_BAD_SIGNATURE,
+    MSG_BAD_SYMBOL,
     MSG_BANNED,
     MSG_KEY_FORMAT,
     MSG_KEY_TYPE,
@@ -58,6 +59,7 @@ from .protocol import (
     MSG_RECV_WINDOW,
     MSG_TOO_MANY_REQUESTS,
     PATH,
+    POSITION_METHOD,
     ApiError,
     malformed,
 )
@@ -123,7 +125,8 @@ class _Reply:
     payload: dict[str, Any]
     used_weight: int
     with_rate_limits: bool
-    account: SimAccount | None = None  # set on successful v2/account.status answers
+    account: SimAccount | None = None  # set on successful account data answers
+    method: str | None = None
 
 
 def _parse_frame(frame: str | bytes) -> _Request:
@@ -174,6 +177,18 @@ async def _closed_or_timeout(ws: ServerConnection, seconds: float) -> None:
 def _wants_rate_limits(conn: _Connection, params: dict[str, Any]) -> bool:
     """``returnRateLimits``: the request's param, else the connection URL's, else true."""
     return params.get("returnRateLimits", conn.return_rate_limits) is not False
+
+
+def _symbol_param(params: dict[str, Any], account: SimAccount) -> str | None:
+    """The optional ``symbol`` param: None, or a symbol of the market."""
+    if "symbol" not in params:
+        return None
+    symbol = params["symbol"]
+    if not isinstance(symbol, str) or not symbol:
+        raise malformed("symbol")
+    if not account.knows(symbol):
+        raise ApiError(400, -1121, MSG_BAD_SYMBOL)
+    return symbol
 
 
 def _time_params(params: dict[str, Any]) -> tuple[int, float]:
@@ -464,9 +479,12 @@ class Simulator:
         return True
 
     async def _send(self, ws: ServerConnection, reply: _Reply) -> None:
-        if reply.account is not None:
+        if reply.account is not None and reply.method == POSITION_METHOD:
+            reply.account.last_positions = reply.payload["result"]
+        elif reply.account is not None:
             reply.account.last_result = reply.payload["result"]
-        await ws.send(json.dumps(reply.payload))
+        # Raw UTF-8, as Binance sends symbols such as 币安人生USDT.
+        await ws.send(json.dumps(reply.payload, ensure_ascii=False))
 
     async def _send_later(self, ws: ServerConnection, reply: _Reply, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -484,6 +502,7 @@ class Simulator:
             if request.error is not None:
                 raise request.error
             result, reply.account = self._dispatch(conn, request)
+            reply.method = request.method
         except ApiError as error:
             return self._error_reply(request.id, error, reply)
         reply.payload |= {"status": 200, "result": result}
@@ -536,14 +555,16 @@ class Simulator:
                 {"retryAfter": (now // 60_000 + 1) * 60_000, "serverTime": now},
             )
 
-    def _dispatch(
-        self, conn: _Connection, request: _Request
-    ) -> tuple[dict[str, Any], SimAccount | None]:
+    def _dispatch(self, conn: _Connection, request: _Request) -> tuple[Any, SimAccount | None]:
         params = request.params
-        if request.method == ACCOUNT_METHOD:
+        if request.method in (ACCOUNT_METHOD, POSITION_METHOD):
             account = self._authenticate(conn, params)
             if account.portfolio_margin:
                 raise ApiError(401, -2015, MSG_BAD_KEY)
+            if request.method == POSITION_METHOD:
+                return account.position_result(_symbol_param(params, account)), account
+            # The market moves once per poll, on its first request: both answers of a
+            # poll (status, then positions) describe the same marks.
             if account.lively:
                 account.step()
             return account.result(), account
