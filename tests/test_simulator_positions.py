@@ -21,11 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from websockets.asyncio.client import ClientConnection, connect
 
 from exporter.simulator import (
+    CYCLE_PERIOD_S,
+    CYCLE_SYMBOL,
     MAINT_MARGIN_RATE,
     POSITION_METHOD,
     Mutate,
     SimAccount,
     Simulator,
+    demo_accounts,
+    liquidation_cycle_distance,
+    liquidation_cycle_mark,
 )
 
 STATUS = "v2/account.status"
@@ -422,3 +427,90 @@ async def test_lively_market_liquidates_a_cross_pool_that_no_longer_covers_maint
         # Both cross positions went with the pool; their losses were realised.
         assert not {"BTCUSDT", "ETHUSDT"} & {p["symbol"] for p in status["positions"]}
         assert Decimal(status["totalWalletBalance"]) < Decimal(1000)
+
+
+# ---------------------------------------------------------------- the demo's liquidation cycle
+
+WARNING, CRITICAL = Decimal("0.15"), Decimal("0.05")  # the shipped alerts' thresholds
+
+
+def test_cycle_crosses_the_alert_thresholds_within_minutes() -> None:
+    step_ms = 100
+    samples = [liquidation_cycle_distance(t) for t in range(0, CYCLE_PERIOD_S * 1000, step_ms)]
+    assert 300 <= CYCLE_PERIOD_S <= 420  # a few minutes
+    assert samples[0] == max(samples) > WARNING
+    assert min(samples) < CRITICAL
+    below_critical_s = sum(d < CRITICAL for d in samples) * step_ms / 1000
+    assert 50 <= below_critical_s <= 90  # about a minute
+    above_warning = sum(d > WARNING for d in samples) / len(samples)
+    assert 0.4 <= above_warning <= 0.65  # about half the cycle
+    # The first stretch below the warning threshold starts early and lasts well over
+    # the rule's 1m: the warning fires, and it resolves within a few minutes.
+    seconds = [i * step_ms / 1000 for i in range(len(samples))]
+    start = next(t for t, d in zip(seconds, samples, strict=True) if d < WARNING)
+    end = next(t for t, d in zip(seconds, samples, strict=True) if t > start and d >= WARNING)
+    assert start <= 30
+    assert end - start >= 60 + 30  # the rule's for: 1m, then time to be seen firing
+    assert end <= 200
+    # It repeats.
+    for t in (0, 12_345, 95_000, 250_000):
+        assert liquidation_cycle_distance(t + CYCLE_PERIOD_S * 1000) == (
+            liquidation_cycle_distance(t)
+        )
+
+
+@pytest.mark.parametrize("liquidation", ["2506.41566265", "0.10637851", "51000"])
+def test_cycle_mark_is_at_the_cycle_distance(liquidation: str) -> None:
+    price = Decimal(liquidation)
+    for t in range(0, CYCLE_PERIOD_S * 1000, 7_000):
+        mark = liquidation_cycle_mark(price, t)
+        assert abs((mark - price) / mark - liquidation_cycle_distance(t)) < Decimal("1e-7")
+
+
+def cycle_range(low_ms: int, high_ms: int) -> tuple[Decimal, Decimal]:
+    """Least and greatest cycle distance between two times (the profile is piecewise
+    linear, so its extremes are at the ends or at a corner in between)."""
+    corners = [0, 60_000, 120_000, 180_000, CYCLE_PERIOD_S * 1000]
+    period = CYCLE_PERIOD_S * 1000
+    times = [low_ms, high_ms] + [
+        base + corner
+        for base in range(low_ms // period * period, high_ms + 1, period)
+        for corner in corners
+        if low_ms <= base + corner <= high_ms
+    ]
+    values = [liquidation_cycle_distance(t) for t in times]
+    return min(values), max(values)
+
+
+async def test_demo_accounts_hold_the_cycle_and_open_orders() -> None:
+    async with Simulator() as sim:  # lively, as --demo runs it
+        before = sim.server_time_ms()
+        accounts = {demo.name: (demo, demo.add_to(sim)) for demo in demo_accounts()}
+        after = sim.server_time_ms()
+        demo, _ = accounts["demo-oneway"]
+        assert demo.api_secret is not None
+        seen = []
+        async with connect(sim.url) as ws:
+            for number, offset_s in enumerate((0, 40, 90, 150, 200, 300, 420)):
+                sim.clock_offset_ms = offset_s * 1000
+                sent = sim.server_time_ms()
+                await call(ws, STATUS, signed(sim, demo.api_key, demo.api_secret), 2 * number)
+                rows = (await call(ws, POSITION_METHOD,
+                                   signed(sim, demo.api_key, demo.api_secret),
+                                   2 * number + 1))["result"]
+                received = sim.server_time_ms()
+                row = by_key(rows)[(CYCLE_SYMBOL, "BOTH")]
+                mark, liquidation = dec(row, "markPrice"), dec(row, "liquidationPrice")
+                assert 0 < liquidation < dec(row, "entryPrice")  # an isolated long
+                distance = (mark - liquidation) / mark
+                low, high = cycle_range(sent - after, received - before)
+                assert low - Decimal("1e-6") <= distance <= high + Decimal("1e-6")
+                seen.append(distance)
+        assert seen[0] > WARNING and seen[2] < CRITICAL and CRITICAL < seen[3] < WARNING
+        assert seen[5] > WARNING
+        _, account = accounts["demo-hedge"]
+        orders = by_key(account.position_result())[("XRPUSDT", "SHORT")]
+        assert (orders["positionAmt"], orders["openOrderInitialMargin"]) == ("0", "25.50000000")
+        listed = {(p["symbol"], p["positionSide"], p["positionAmt"])
+                  for p in account.result()["positions"]}
+        assert ("XRPUSDT", "SHORT", "0") in listed

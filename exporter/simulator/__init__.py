@@ -29,7 +29,20 @@ same code agreeing with itself.
 """
 
 from .accounts import ASSET_FIELDS, BASE_PRICES, TOTAL_FIELDS, SimAccount
-from .demo import DemoAccount, demo_accounts
+from .demo import (
+    CYCLE_DANGER_DISTANCE,
+    CYCLE_DANGER_S,
+    CYCLE_FALL_S,
+    CYCLE_PERIOD_S,
+    CYCLE_RISE_S,
+    CYCLE_SAFE_DISTANCE,
+    CYCLE_SAFE_S,
+    CYCLE_SYMBOL,
+    DemoAccount,
+    demo_accounts,
+    liquidation_cycle_distance,
+    liquidation_cycle_mark,
+)
 from .faults import (
     CloseConnection,
     Delay,
@@ -71,6 +84,14 @@ __all__ = [
     "ASSET_FIELDS",
     "BASE_PRICES",
     "CONNECTION_WEIGHT",
+    "CYCLE_DANGER_DISTANCE",
+    "CYCLE_DANGER_S",
+    "CYCLE_FALL_S",
+    "CYCLE_PERIOD_S",
+    "CYCLE_RISE_S",
+    "CYCLE_SAFE_DISTANCE",
+    "CYCLE_SAFE_S",
+    "CYCLE_SYMBOL",
     "DEFAULT_RECV_WINDOW",
     "INVALID_REQUEST_WEIGHT",
     "MAINT_MARGIN_RATE",
@@ -105,6 +126,8 @@ __all__ = [
     "Unsolicited",
     "Verifier",
     "demo_accounts",
+    "liquidation_cycle_distance",
+    "liquidation_cycle_mark",
     "server_time_now",
     "signature_payload",
 ]

@@ -154,6 +154,7 @@ class SimAccount:
         self._clock = clock
         self._on_revoke = on_revoke
         self._marks = dict(BASE_PRICES)
+        self._mark_paths: dict[str, Callable[[int], Decimal]] = {}
         self._assets: dict[str, _Asset] = {}
         self._rows: dict[_Key, Position] = {}
 
@@ -289,10 +290,26 @@ class SimAccount:
             raise ValueError(f"a mark price must be positive: {price!r}")
         self._marks[symbol] = mark
 
+    def set_mark_path(self, symbol: str, path: Callable[[int], Decimal] | None) -> None:
+        """Let ``path(server time in ms)`` give ``symbol``'s mark from now on, instead of
+        a random drift; None ends that. Marks move in :meth:`step` only."""
+        margin_asset(symbol)
+        if path is None:
+            self._mark_paths.pop(symbol, None)
+            return
+        self._mark_paths[symbol] = path
+        self._marks[symbol] = path(self._clock()).quantize(EIGHT_PLACES)
+
     def step(self) -> None:
-        """Advance the market once: mark prices drift; when lively, positions past their
-        liquidation price are liquidated (unless kept), and one may open or close."""
+        """Advance the market once: mark prices drift (or follow their path); when lively,
+        positions past their liquidation price are liquidated (unless kept), and one may
+        open or close."""
+        now = self._clock()
         for symbol, mark in self._marks.items():
+            path = self._mark_paths.get(symbol)
+            if path is not None:
+                self._marks[symbol] = path(now).quantize(EIGHT_PLACES)
+                continue
             drift = Decimal(repr(self._rng.gauss(0, 0.002)))
             self._marks[symbol] = max(EIGHT_PLACES, (mark * (1 + drift)).quantize(EIGHT_PLACES))
         if not self.lively:
@@ -526,6 +543,12 @@ class SimAccount:
             price = liquidation_price([p for p, _ in group], balance, others)
             prices.update({(p.symbol, p.side): price for p, _ in group})
         return prices
+
+    def liquidation_price(self, symbol: str, side: str) -> Decimal:
+        """The liquidation price v2/account.position shows for a row now (0: none)."""
+        rows = self._row_figures()
+        prices = self._liquidation_prices(rows, self._per_asset(rows))
+        return prices.get((symbol, side), _ZERO)
 
     def knows(self, symbol: str) -> bool:
         """Whether ``symbol`` is a symbol of this market (one with a mark price)."""

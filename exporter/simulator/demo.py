@@ -1,25 +1,98 @@
-"""The accounts of ``binance-futures-exporter --demo``: fixed credentials, shared by both sides.
+"""The accounts of ``binance-futures-exporter --demo``: fixed credentials and a market to watch.
 
-``--demo`` starts a :class:`~exporter.simulator.Simulator` on loopback, adds
-these accounts to it, and configures the exporter with the same keys. The
+``--demo`` starts a lively :class:`~exporter.simulator.Simulator` on loopback,
+adds these accounts to it, and configures the exporter with the same keys. The
 credentials are derived from fixed labels, so they are the same on every run
 and worthless anywhere but in the simulator.
+
+Besides random positions whose marks drift, one account holds a position that
+drifts toward liquidation and back (the liquidation cycle below), so that a
+Prometheus with the shipped rules sees the liquidation-distance warning fire
+and resolve within a few minutes; another has open orders without a position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from .accounts import BASE_PRICES
+from .positions import EIGHT_PLACES
+
 if TYPE_CHECKING:
     from .accounts import SimAccount
     from .server import Simulator
 
-__all__ = ["DemoAccount", "demo_accounts"]
+__all__ = [
+    "CYCLE_DANGER_DISTANCE",
+    "CYCLE_DANGER_S",
+    "CYCLE_FALL_S",
+    "CYCLE_PERIOD_S",
+    "CYCLE_RISE_S",
+    "CYCLE_SAFE_DISTANCE",
+    "CYCLE_SAFE_S",
+    "CYCLE_SYMBOL",
+    "DemoAccount",
+    "demo_accounts",
+    "liquidation_cycle_distance",
+    "liquidation_cycle_mark",
+]
+
+# The liquidation cycle. Its position's liquidation distance, (mark - liquidation
+# price) / mark, falls from CYCLE_SAFE_DISTANCE to CYCLE_DANGER_DISTANCE in
+# CYCLE_FALL_S seconds, stays there CYCLE_DANGER_S seconds, climbs back in
+# CYCLE_RISE_S seconds and stays safe CYCLE_SAFE_S seconds; then again, every
+# CYCLE_PERIOD_S seconds from the moment the demo account was set up. Against
+# the shipped alerts (warning below 15 % for 1m, critical below 5 %): below 15 %
+# for about 145 s from second 18 (the warning fires at about second 78 and
+# resolves at about 162), below 5 % for about 74 s, above 15 % for 60 % of the
+# cycle.
+
+#: Liquidation distance while safe, well above the warning threshold (15 %).
+CYCLE_SAFE_DISTANCE = Decimal("0.20")
+#: Liquidation distance at its closest, below the critical threshold (5 %).
+CYCLE_DANGER_DISTANCE = Decimal("0.03")
+#: Seconds to fall from safe to danger (first, so the warning comes early).
+CYCLE_FALL_S = 60
+#: Seconds held at the danger distance.
+CYCLE_DANGER_S = 60
+#: Seconds to climb back from danger to safe.
+CYCLE_RISE_S = 60
+#: Seconds held at the safe distance before the next fall.
+CYCLE_SAFE_S = 180
+CYCLE_PERIOD_S = CYCLE_FALL_S + CYCLE_DANGER_S + CYCLE_RISE_S + CYCLE_SAFE_S
+#: The cycle's position: isolated long in one-way mode, fixed liquidation price.
+CYCLE_SYMBOL = "ETHUSDT"
+_CYCLE_AMOUNT = "2"
+_CYCLE_LEVERAGE = 5
+
+
+def liquidation_cycle_distance(elapsed_ms: int) -> Decimal:
+    """The cycle's liquidation distance ``elapsed_ms`` after its start (a fraction)."""
+    t = Decimal(elapsed_ms % (CYCLE_PERIOD_S * 1000)) / 1000
+    span = CYCLE_SAFE_DISTANCE - CYCLE_DANGER_DISTANCE
+    if t < CYCLE_FALL_S:
+        return CYCLE_SAFE_DISTANCE - span * t / CYCLE_FALL_S
+    t -= CYCLE_FALL_S
+    if t < CYCLE_DANGER_S:
+        return CYCLE_DANGER_DISTANCE
+    t -= CYCLE_DANGER_S
+    if t < CYCLE_RISE_S:
+        return CYCLE_DANGER_DISTANCE + span * t / CYCLE_RISE_S
+    return CYCLE_SAFE_DISTANCE
+
+
+def liquidation_cycle_mark(liquidation_price: Decimal, elapsed_ms: int) -> Decimal:
+    """The mark price of a long liquidated at ``liquidation_price``, ``elapsed_ms`` into
+    the cycle: the price whose liquidation distance is the cycle's at that time."""
+    distance = liquidation_cycle_distance(elapsed_ms)
+    return (liquidation_price / (1 - distance)).quantize(EIGHT_PLACES)
 
 
 def _demo_token(label: str) -> str:
@@ -28,7 +101,8 @@ def _demo_token(label: str) -> str:
 
 @dataclass(frozen=True)
 class DemoAccount:
-    """Fixed credentials for ``--demo``: the simulator and the exporter config share them."""
+    """Fixed credentials for ``--demo`` (the simulator and the exporter config share them),
+    and what the account holds besides random positions."""
 
     name: str
     api_key: str
@@ -37,6 +111,10 @@ class DemoAccount:
     multi_assets: bool = False
     hedge_mode: bool = False
     positions: int = 3
+    #: Hold the liquidation cycle's position (one-way mode).
+    liquidation_cycle: bool = False
+    #: (symbol, side, initial margin) of open orders in a symbol without a position.
+    open_orders: tuple[str, str, str] | None = None
 
     @property
     def key_type(self) -> str:
@@ -50,7 +128,7 @@ class DemoAccount:
             public_pem = private.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-        return simulator.add_account(
+        account = simulator.add_account(
             self.name,
             api_key=self.api_key,
             api_secret=self.api_secret,
@@ -59,6 +137,35 @@ class DemoAccount:
             hedge_mode=self.hedge_mode,
             positions=self.positions,
         )
+        if self.open_orders is not None:
+            symbol, side, margin = self.open_orders
+            _clear(account, symbol, side)
+            account.place_open_order(symbol, side, margin)
+        if self.liquidation_cycle:
+            _start_liquidation_cycle(account, simulator.server_time_ms())
+        return account
+
+
+def _clear(account: SimAccount, symbol: str, side: str) -> None:
+    """Close a random position the account may hold in ``symbol`` and ``side``."""
+    with contextlib.suppress(KeyError):
+        account.close_position(symbol, side)
+
+
+def _start_liquidation_cycle(account: SimAccount, start_ms: int) -> None:
+    account.open_position(
+        CYCLE_SYMBOL,
+        "BOTH",
+        _CYCLE_AMOUNT,
+        str(BASE_PRICES[CYCLE_SYMBOL]),
+        isolated=True,
+        leverage=_CYCLE_LEVERAGE,
+        kept=True,
+    )
+    liquidation = account.liquidation_price(CYCLE_SYMBOL, "BOTH")
+    account.set_mark_path(
+        CYCLE_SYMBOL, lambda now_ms: liquidation_cycle_mark(liquidation, now_ms - start_ms)
+    )
 
 
 def _demo_ed25519_pem() -> bytes:
@@ -71,9 +178,15 @@ def _demo_ed25519_pem() -> bytes:
 
 
 def demo_accounts() -> list[DemoAccount]:
-    """The demo accounts: one-way HMAC, hedge-mode multi-assets HMAC, and Ed25519."""
+    """The demo accounts: one-way HMAC with the liquidation cycle, hedge-mode multi-assets
+    HMAC with open orders, and Ed25519 (session logon)."""
     return [
-        DemoAccount("demo-oneway", _demo_token("oneway key"), _demo_token("oneway secret")),
+        DemoAccount(
+            "demo-oneway",
+            _demo_token("oneway key"),
+            _demo_token("oneway secret"),
+            liquidation_cycle=True,
+        ),
         DemoAccount(
             "demo-hedge",
             _demo_token("hedge key"),
@@ -81,6 +194,7 @@ def demo_accounts() -> list[DemoAccount]:
             multi_assets=True,
             hedge_mode=True,
             positions=4,
+            open_orders=("XRPUSDT", "SHORT", "25.5"),
         ),
         DemoAccount(
             "demo-ed25519",
