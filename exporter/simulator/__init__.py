@@ -1,34 +1,51 @@
-"""Loopback stand-in for Binance's USDⓈ-M futures WebSocket API.
+"""Loopback stand-in for Binance's USDⓈ-M futures WebSocket API, never cleaner than Binance.
 
-It serves ``v2/account.status`` and the ``session.*`` methods the way
-``wss://ws-fapi.binance.com/ws-fapi/v1`` does (frames, signatures, recvWindow,
-REQUEST_WEIGHT, bans) for simulated accounts, and lets tests inject faults.
+It serves ``v2/account.status``, ``v2/account.position`` and the ``session.*``
+methods the way ``wss://ws-fapi.binance.com/ws-fapi/v1`` does (frames,
+signatures over raw UTF-8 values, recvWindow, REQUEST_WEIGHT, bans, the
+futures wording of errors, Unicode symbols, rows of open orders without a
+position) for simulated accounts, and lets tests inject faults.
 ``binance-futures-exporter --demo`` runs it with :meth:`Simulator.demo_accounts`.
+Where Binance's real behaviour is unknown, the simulator says so in a comment
+and does the harsher thing.
 
 Control API (everything a test or ``--demo`` uses):
 
 - :class:`Simulator` (``async with Simulator(seed=..., lively=...) as sim``):
   ``sim.url``; ``sim.add_account(name, api_key=..., api_secret= |
   ed25519_public_key= | rsa_public_key=, multi_assets=, hedge_mode=,
-  positions=)`` returns a :class:`SimAccount`; ``sim.inject(fault)``;
-  ``sim.ban(until_ms)``; ``sim.refuse_connections = True`` (HTTP 503 on
-  handshakes); ``sim.clock_offset_ms``; ``sim.weight_used()``; and what
-  happened: ``sim.requests`` (:class:`RequestRecord` per frame) and
-  ``sim.connections_opened``.
-- :class:`SimAccount`: ``set_asset_field``, ``open_position``,
-  ``close_position``, ``step`` and ``result()``; ``last_result`` is the
-  ``result`` last sent for it.
+  positions=, portfolio_margin=)`` returns a :class:`SimAccount`;
+  ``sim.inject(fault)``; ``sim.ban(until_ms)``; ``sim.refuse_connections =
+  True`` (HTTP 503 on handshakes); ``sim.clock_offset_ms``;
+  ``sim.weight_used()``; and what happened: ``sim.requests``
+  (:class:`RequestRecord` per frame) and ``sim.connections_opened``.
+- :class:`SimAccount`: ``revoke()`` / ``restore()`` (the API key; an id-less
+  401/-2015 frame on the connections using it); ``set_asset_field``,
+  ``open_position`` (``kept=True``: the market never closes it),
+  ``close_position``, ``place_open_order`` / ``cancel_open_orders``,
+  ``set_mark``, ``set_mark_path``, ``step``; the answers ``result()`` and
+  ``position_result(symbol=None)``, and ``liquidation_price(symbol, side)``;
+  ``last_result`` / ``last_positions`` are the results last sent for it.
 - Faults (:mod:`.faults`): :class:`Drop`, :class:`Delay`,
   :class:`ErrorAnswer`, :class:`RawFrame`, :class:`Mutate`,
-  :class:`Unsolicited`, :class:`CloseConnection`.
+  :class:`Unsolicited`, :class:`CloseConnection`, :class:`Mute`,
+  :class:`Stall`.
+- The demo (:mod:`.demo`): :func:`demo_accounts`, and the liquidation cycle
+  one of them follows, as pure functions of time:
+  :func:`liquidation_cycle_distance`, :func:`liquidation_cycle_mark`.
+
+Modules: :mod:`.protocol` (method names, weights, error texts),
+:mod:`.signing`, :mod:`.faults`, :mod:`.positions` (a row's figures and
+liquidation price), :mod:`.margins` (per-asset figures, margin pools),
+:mod:`.accounts`, :mod:`.demo`, :mod:`.frames` (reading a request),
+:mod:`.server`.
 
 The package deliberately imports nothing else from ``exporter``: signatures
 are checked here with its own code (:mod:`.signing`), so tests of the
 exporter's signing code against it are an independent check rather than the
 same code agreeing with itself.
 """
-
-from .accounts import ASSET_FIELDS, BASE_PRICES, TOTAL_FIELDS, SimAccount
+from .accounts import BASE_PRICES, TOTAL_FIELDS, SimAccount
 from .demo import (
     CYCLE_DANGER_DISTANCE,
     CYCLE_DANGER_S,
@@ -55,6 +72,7 @@ from .faults import (
     Stall,
     Unsolicited,
 )
+from .margins import ASSET_FIELDS
 from .positions import MAINT_MARGIN_RATE
 from .protocol import (
     ACCOUNT_METHOD,

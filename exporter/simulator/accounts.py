@@ -17,18 +17,26 @@ Every change to balances, positions and open orders goes through one method,
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
+from .margins import (
+    ASSET_FIELDS,
+    Key,
+    PerAsset,
+    Rows,
+    asset_figures,
+    liquidation_prices,
+    pool_maintenance,
+    pool_margin,
+)
 from .positions import (
     EIGHT_PLACES,
-    Figures,
     Position,
     figures,
     fmt,
-    liquidation_price,
     margin_asset,
     parse_decimal,
     position_row,
@@ -36,7 +44,7 @@ from .positions import (
 )
 from .signing import Verifier
 
-__all__ = ["ASSET_FIELDS", "BASE_PRICES", "TOTAL_FIELDS", "ChangeReason", "SimAccount"]
+__all__ = ["BASE_PRICES", "TOTAL_FIELDS", "ChangeReason", "SimAccount"]
 
 _ZERO = Decimal(0)
 
@@ -60,20 +68,6 @@ _LEVERAGES = (5, 10, 20)
 #: Leverage of a row that has open orders but no position yet.
 _ORDER_LEVERAGE = 10
 
-#: Per-asset decimal fields in the order Binance sends them.
-ASSET_FIELDS = (
-    "walletBalance",
-    "unrealizedProfit",
-    "marginBalance",
-    "maintMargin",
-    "initialMargin",
-    "positionInitialMargin",
-    "openOrderInitialMargin",
-    "crossWalletBalance",
-    "crossUnPnl",
-    "availableBalance",
-    "maxWithdrawAmount",
-)
 #: The 11 account totals and the per-asset field each one adds up.
 TOTAL_FIELDS = {
     "totalInitialMargin": "initialMargin",
@@ -92,9 +86,6 @@ TOTAL_FIELDS = {
 #: Why an account changed (see :meth:`SimAccount._commit`).
 ChangeReason = Literal["FILL", "LIQUIDATION", "BALANCE", "ORDERS"]
 
-_Key = tuple[str, str]  # (symbol, side)
-_Rows = list[tuple[Position, Figures]]  # every row with its figures at the current marks
-_PerAsset = dict[str, dict[str, Decimal]]  # asset -> field of ASSET_FIELDS -> value
 
 
 def _price_tick(price: Decimal) -> Decimal:
@@ -156,7 +147,7 @@ class SimAccount:
         self._marks = dict(BASE_PRICES)
         self._mark_paths: dict[str, Callable[[int], Decimal]] = {}
         self._assets: dict[str, _Asset] = {}
-        self._rows: dict[_Key, Position] = {}
+        self._rows: dict[Key, Position] = {}
 
     # ---- the API key
 
@@ -362,7 +353,7 @@ class SimAccount:
             leverage=rng.choice(_LEVERAGES),
         )
 
-    def _realise(self, key: _Key) -> None:
+    def _realise(self, key: Key) -> None:
         """Close a position as the market would: its PnL moves into the wallet."""
         row = self._rows[key]
         self._close(row, "FILL", figures(row, self._marks[row.symbol]).unrealized_profit)
@@ -391,25 +382,16 @@ class SimAccount:
         rows = self._row_figures()
         per_asset = self._per_asset(rows)
         for pool in {frozenset(self._pool(p.margin_asset)) for p, _ in rows}:
-            cross = [(p, f) for p, f in rows if p.amount and not p.isolated
-                     and p.margin_asset in pool]
-            maintenance = sum((self._usd(f.maint_margin, p.margin_asset) for p, f in cross), _ZERO)
-            if maintenance and self._pool_margin(pool, per_asset) <= maintenance:
-                for row, row_figures in cross:
-                    if not row.kept:
+            maintenance = pool_maintenance(pool, rows, self._usd)
+            if maintenance and pool_margin(pool, per_asset, self._usd) <= maintenance:
+                for row, row_figures in rows:
+                    crossed = row.amount and not row.isolated and row.margin_asset in pool
+                    if crossed and not row.kept:
                         self._close(row, "LIQUIDATION", row_figures.unrealized_profit)
 
     def _pool(self, asset: str) -> set[str]:
         """The assets whose cross margin backs cross positions margined in ``asset``."""
         return set(self._assets) if self.multi_assets else {asset}
-
-    def _pool_margin(self, pool: Iterable[str], per_asset: _PerAsset) -> Decimal:
-        """Cross wallet balance plus cross unrealized profit of ``pool``'s assets, in USD."""
-        return sum(
-            (self._usd(per_asset[a]["crossWalletBalance"] + per_asset[a]["crossUnPnl"], a)
-             for a in pool),
-            _ZERO,
-        )
 
     @staticmethod
     def _without_position(row: Position) -> Position | None:
@@ -422,7 +404,7 @@ class SimAccount:
         self,
         reason: ChangeReason,
         *,
-        rows: Mapping[_Key, Position | None] | None = None,
+        rows: Mapping[Key, Position | None] | None = None,
         balances: Mapping[str, Decimal] | None = None,
     ) -> None:
         """Apply one change of the account: the only place balances, rows and orders change.
@@ -460,95 +442,28 @@ class SimAccount:
     def _usd(self, amount: Decimal, asset: str) -> Decimal:
         return amount * self._marks.get(f"{asset}USDT", Decimal(1))
 
-    def _row_figures(self) -> _Rows:
+    def _row_figures(self) -> Rows:
         """Every row with its figures at the current marks: the one source of both answers."""
         return [(row, figures(row, self._marks[row.symbol])) for row in self._rows.values()]
 
-    def _asset_figures(
-        self, asset: str, state: _Asset, rows: Iterable[tuple[Position, Figures]]
-    ) -> dict[str, Decimal]:
-        mine = [(p, f) for p, f in rows if p.margin_asset == asset]
-        every = [f for _, f in mine]
-        cross = [f for p, f in mine if not p.isolated]
-        values: dict[str, Decimal] = {}
-
-        def pick(name: str, computed: Decimal) -> Decimal:
-            values[name] = state.overrides.get(name, computed)
-            return values[name]
-
-        def total(of: Iterable[Decimal]) -> Decimal:
-            return sum(of, _ZERO)
-
-        wallet = pick("walletBalance", state.wallet)
-        pnl = pick("unrealizedProfit", total(f.unrealized_profit for f in every))
-        pick("marginBalance", wallet + pnl)
-        pick("maintMargin", total(f.maint_margin for f in every))
-        position_margin = pick(
-            "positionInitialMargin", total(f.position_initial_margin for f in every)
-        )
-        order_margin = pick(
-            "openOrderInitialMargin",
-            state.open_order_margin + total(f.open_order_initial_margin for f in every),
-        )
-        pick("initialMargin", position_margin + order_margin)
-        cross_wallet = pick(
-            "crossWalletBalance", wallet - total(f.isolated_wallet for f in every)
-        )
-        cross_pnl = pick("crossUnPnl", total(f.unrealized_profit for f in cross))
-        available = pick(
-            "availableBalance",
-            cross_wallet + cross_pnl - total(f.position_initial_margin for f in cross)
-            - order_margin,
-        )
-        pick("maxWithdrawAmount", max(_ZERO, min(cross_wallet, available)))
-        return values
-
-    def _per_asset(self, rows: _Rows) -> _PerAsset:
-        return {name: self._asset_figures(name, s, rows) for name, s in self._assets.items()}
-
-    def _liquidation_prices(
-        self, rows: _Rows, per_asset: _PerAsset
-    ) -> dict[_Key, Decimal]:
-        """Each position's liquidation price, from the margins the status answer shows.
-
-        An isolated position is backed by its isolated wallet. The cross
-        positions of one symbol (one mark; both sides of a hedge pair) are
-        backed by the cross wallet balance and unrealized profit of their
-        pool (their margin asset; every asset in multi-assets mode, in USD at
-        today's marks), less their own profit, against the maintenance margin
-        of the pool's other cross positions. Rows without a position have none.
-        """
-        prices: dict[_Key, Decimal] = {}
-        cross: dict[str, list[tuple[Position, Figures]]] = {}
-        for row, row_figures in rows:
-            if row.amount and row.isolated:
-                key = (row.symbol, row.side)
-                prices[key] = liquidation_price([row], row_figures.isolated_wallet, _ZERO)
-            elif row.amount:
-                cross.setdefault(row.symbol, []).append((row, row_figures))
-        for symbol, group in cross.items():
-            pool = self._pool(margin_asset(symbol))
-            balance = self._pool_margin(pool, per_asset) - sum(
-                (self._usd(f.unrealized_profit, p.margin_asset) for p, f in group), _ZERO
+    def _per_asset(self, rows: Rows) -> PerAsset:
+        return {
+            name: asset_figures(
+                name,
+                rows,
+                wallet=state.wallet,
+                open_order_margin=state.open_order_margin,
+                overrides=state.overrides,
             )
-            others = sum(
-                (
-                    self._usd(f.maint_margin, p.margin_asset)
-                    for p, f in rows
-                    if p.amount and not p.isolated and p.symbol != symbol
-                    and p.margin_asset in pool
-                ),
-                _ZERO,
-            )
-            price = liquidation_price([p for p, _ in group], balance, others)
-            prices.update({(p.symbol, p.side): price for p, _ in group})
-        return prices
+            for name, state in self._assets.items()
+        }
+
+    def _liquidation_prices(self, rows: Rows) -> dict[Key, Decimal]:
+        return liquidation_prices(rows, self._per_asset(rows), self._pool, self._usd)
 
     def liquidation_price(self, symbol: str, side: str) -> Decimal:
         """The liquidation price v2/account.position shows for a row now (0: none)."""
-        rows = self._row_figures()
-        prices = self._liquidation_prices(rows, self._per_asset(rows))
-        return prices.get((symbol, side), _ZERO)
+        return self._liquidation_prices(self._row_figures()).get((symbol, side), _ZERO)
 
     def knows(self, symbol: str) -> bool:
         """Whether ``symbol`` is a symbol of this market (one with a mark price)."""
@@ -557,7 +472,7 @@ class SimAccount:
     def position_result(self, symbol: str | None = None) -> list[dict[str, Any]]:
         """The ``result`` of a v2/account.position answer: every row, or ``symbol``'s."""
         rows = self._row_figures()
-        prices = self._liquidation_prices(rows, self._per_asset(rows))
+        prices = self._liquidation_prices(rows)
         return [
             position_row(row, row_figures, prices.get((row.symbol, row.side), _ZERO))
             for row, row_figures in rows

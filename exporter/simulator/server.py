@@ -3,9 +3,13 @@
 :class:`Simulator` accepts WebSocket connections on :data:`~.protocol.PATH`,
 reads one JSON request per text frame and answers it the way Binance's
 USDⓈ-M futures WebSocket API does: frames and ids, signatures and
-``recvWindow``, ``session.*`` logon, REQUEST_WEIGHT counted per calendar
-minute with ``rateLimits`` in every answer, 429 over the limit and 418 while
-banned. Queued :mod:`faults <.faults>` change what a request gets.
+``recvWindow``, ``session.*`` logon, the account data methods
+``v2/account.status`` and ``v2/account.position`` (the market moves once per
+status request, so the two answers of a poll share their mark prices),
+REQUEST_WEIGHT counted per calendar minute with ``rateLimits`` in every
+answer, 429 over the limit and 418 while banned, and an id-less 401/-2015
+frame to the connections that use a key when it is revoked. Queued
+:mod:`faults <.faults>` change what a request gets.
 """
 
 from __future__ import annotations
@@ -42,20 +46,17 @@ from .faults import (
     Stall,
     Unsolicited,
 )
+from .frames import ParsedRequest, parse_frame, symbol_param, time_params
 from .protocol import (
     ACCOUNT_METHOD,
     CONNECTION_WEIGHT,
-    DEFAULT_RECV_WINDOW,
     INVALID_REQUEST_WEIGHT,
-    MAX_RECV_WINDOW,
     METHOD_WEIGHTS,
     MSG_BAD_KEY,
     MSG_BAD_SIGNATURE,
-    MSG_BAD_SYMBOL,
     MSG_BANNED,
     MSG_KEY_FORMAT,
     MSG_KEY_TYPE,
-    MSG_MALFORMED_REQUEST,
     MSG_RECV_WINDOW,
     MSG_TOO_MANY_REQUESTS,
     PATH,
@@ -96,14 +97,6 @@ class RequestRecord(NamedTuple):
     connection: int
 
 
-@dataclass
-class _Request:
-    id: Any
-    method: str | None
-    params: dict[str, Any]
-    error: ApiError | None = None
-
-
 @dataclass(eq=False)
 class _Connection:
     number: int
@@ -129,33 +122,6 @@ class _Reply:
     method: str | None = None
 
 
-def _parse_frame(frame: str | bytes) -> _Request:
-    """Read a request frame; anything unusable becomes a request carrying an error."""
-    invalid = _Request(None, None, {}, ApiError(400, -1102, MSG_MALFORMED_REQUEST))
-    if isinstance(frame, bytes):
-        return invalid
-    try:
-        message = json.loads(frame)
-    except (ValueError, RecursionError):
-        return invalid
-    if not isinstance(message, dict):
-        return invalid
-    request_id = message.get("id")
-    if "id" not in message or not (
-        request_id is None
-        or isinstance(request_id, str)
-        or (isinstance(request_id, int) and not isinstance(request_id, bool))
-    ):
-        return _Request(None, None, {}, malformed("id"))
-    method = message.get("method")
-    if not isinstance(method, str):
-        return _Request(request_id, None, {}, malformed("method"))
-    params = message.get("params", {})
-    if not isinstance(params, dict):
-        return _Request(request_id, method, {}, malformed("params"))
-    return _Request(request_id, method, params)
-
-
 def _session_key(conn: _Connection) -> str | None:
     return conn.account.api_key if conn.account is not None else None
 
@@ -177,34 +143,6 @@ async def _closed_or_timeout(ws: ServerConnection, seconds: float) -> None:
 def _wants_rate_limits(conn: _Connection, params: dict[str, Any]) -> bool:
     """``returnRateLimits``: the request's param, else the connection URL's, else true."""
     return params.get("returnRateLimits", conn.return_rate_limits) is not False
-
-
-def _symbol_param(params: dict[str, Any], account: SimAccount) -> str | None:
-    """The optional ``symbol`` param: None, or a symbol of the market."""
-    if "symbol" not in params:
-        return None
-    symbol = params["symbol"]
-    if not isinstance(symbol, str) or not symbol:
-        raise malformed("symbol")
-    if not account.knows(symbol):
-        raise ApiError(400, -1121, MSG_BAD_SYMBOL)
-    return symbol
-
-
-def _time_params(params: dict[str, Any]) -> tuple[int, float]:
-    timestamp = params.get("timestamp")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
-        raise malformed("timestamp")
-    window = params.get("recvWindow", DEFAULT_RECV_WINDOW)
-    if (
-        not isinstance(window, int | float)
-        or isinstance(window, bool)
-        or not 0 < window <= MAX_RECV_WINDOW
-    ):
-        raise ApiError(
-            400, -1102, f"Param 'recvWindow' must be greater than 0 and at most {MAX_RECV_WINDOW}."
-        )
-    return timestamp, window
 
 
 class Simulator:
@@ -406,7 +344,7 @@ class Simulator:
         self, ws: ServerConnection, conn: _Connection, frame: str | bytes
     ) -> bool:
         """Answer one frame, applying a queued fault; False once the connection is done."""
-        request = _parse_frame(frame)
+        request = parse_frame(frame)
         api_key = request.params.get("apiKey")
         if isinstance(api_key, str):
             conn.last_api_key = api_key
@@ -493,7 +431,7 @@ class Simulator:
 
     # ---- answers
 
-    def _reply(self, conn: _Connection, request: _Request) -> _Reply:
+    def _reply(self, conn: _Connection, request: ParsedRequest) -> _Reply:
         weight = METHOD_WEIGHTS.get(request.method or "", INVALID_REQUEST_WEIGHT)
         used = self._charge(weight if request.error is None else INVALID_REQUEST_WEIGHT)
         reply = _Reply({"id": request.id}, used, _wants_rate_limits(conn, request.params))
@@ -555,14 +493,14 @@ class Simulator:
                 {"retryAfter": (now // 60_000 + 1) * 60_000, "serverTime": now},
             )
 
-    def _dispatch(self, conn: _Connection, request: _Request) -> tuple[Any, SimAccount | None]:
+    def _dispatch(self, conn: _Connection, request: ParsedRequest) -> tuple[Any, SimAccount | None]:
         params = request.params
         if request.method in (ACCOUNT_METHOD, POSITION_METHOD):
             account = self._authenticate(conn, params)
             if account.portfolio_margin:
                 raise ApiError(401, -2015, MSG_BAD_KEY)
             if request.method == POSITION_METHOD:
-                return account.position_result(_symbol_param(params, account)), account
+                return account.position_result(symbol_param(params, account.knows)), account
             # The market moves once per poll, on its first request: both answers of a
             # poll (status, then positions) describe the same marks.
             if account.lively:
@@ -602,7 +540,7 @@ class Simulator:
         if "signature" not in params and conn.account is not None:
             if conn.session_revoked or conn.account.revoked:
                 raise ApiError(401, -2015, MSG_BAD_KEY)
-            self._check_timestamp(*_time_params(params))
+            self._check_timestamp(*time_params(params))
             return conn.account
         return self._verify_signed(params)
 
@@ -612,7 +550,7 @@ class Simulator:
             raise malformed("apiKey")
         if not isinstance(params.get("signature"), str):
             raise malformed("signature")
-        timestamp, window = _time_params(params)
+        timestamp, window = time_params(params)
         account = self._by_key.get(api_key)
         if account is None:
             if _KEY_FORMAT.fullmatch(api_key):
