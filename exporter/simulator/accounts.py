@@ -87,7 +87,6 @@ TOTAL_FIELDS = {
 ChangeReason = Literal["FILL", "LIQUIDATION", "BALANCE", "ORDERS"]
 
 
-
 def _price_tick(price: Decimal) -> Decimal:
     """A plausible price step: five significant digits below the leading one."""
     return Decimal(1).scaleb(price.adjusted() - 5)
@@ -282,8 +281,10 @@ class SimAccount:
         self._marks[symbol] = mark
 
     def set_mark_path(self, symbol: str, path: Callable[[int], Decimal] | None) -> None:
-        """Let ``path(server time in ms)`` give ``symbol``'s mark from now on, instead of
-        a random drift; None ends that. Marks move in :meth:`step` only."""
+        """Let ``path(server time in ms)`` give ``symbol``'s mark instead of a random drift.
+
+        The mark is set at once, then at every :meth:`step`; None ends the path.
+        """
         margin_asset(symbol)
         if path is None:
             self._mark_paths.pop(symbol, None)
@@ -292,9 +293,11 @@ class SimAccount:
         self._marks[symbol] = path(self._clock()).quantize(EIGHT_PLACES)
 
     def step(self) -> None:
-        """Advance the market once: mark prices drift (or follow their path); when lively,
-        positions past their liquidation price are liquidated (unless kept), and one may
-        open or close."""
+        """Advance the market once: mark prices drift, or follow their path.
+
+        When lively, positions past their liquidation price are then liquidated
+        (unless kept), and sometimes one is opened or closed.
+        """
         now = self._clock()
         for symbol, mark in self._marks.items():
             path = self._mark_paths.get(symbol)

@@ -89,8 +89,11 @@ def liquidation_cycle_distance(elapsed_ms: int) -> Decimal:
 
 
 def liquidation_cycle_mark(liquidation_price: Decimal, elapsed_ms: int) -> Decimal:
-    """The mark price of a long liquidated at ``liquidation_price``, ``elapsed_ms`` into
-    the cycle: the price whose liquidation distance is the cycle's at that time."""
+    """The cycle's mark price ``elapsed_ms`` after its start, for a long position.
+
+    It is the price whose liquidation distance from ``liquidation_price`` is
+    :func:`liquidation_cycle_distance` at that time.
+    """
     distance = liquidation_cycle_distance(elapsed_ms)
     return (liquidation_price / (1 - distance)).quantize(EIGHT_PLACES)
 
@@ -101,8 +104,10 @@ def _demo_token(label: str) -> str:
 
 @dataclass(frozen=True)
 class DemoAccount:
-    """Fixed credentials for ``--demo`` (the simulator and the exporter config share them),
-    and what the account holds besides random positions."""
+    """Fixed credentials for ``--demo``, and what the account holds besides random positions.
+
+    The simulator and the exporter's config share the credentials.
+    """
 
     name: str
     api_key: str
@@ -178,8 +183,11 @@ def _demo_ed25519_pem() -> bytes:
 
 
 def demo_accounts() -> list[DemoAccount]:
-    """The demo accounts: one-way HMAC with the liquidation cycle, hedge-mode multi-assets
-    HMAC with open orders, and Ed25519 (session logon)."""
+    """The demo accounts.
+
+    One-way HMAC with the liquidation cycle; hedge-mode multi-assets HMAC with
+    open orders; Ed25519 (session logon).
+    """
     return [
         DemoAccount(
             "demo-oneway",
