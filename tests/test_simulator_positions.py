@@ -120,8 +120,8 @@ def bare(sim: Simulator, *, hedge_mode: bool = False, wallet: str = "10000",
          multi_assets: bool = False) -> SimAccount:
     account = sim.add_account("bare", api_key=KEY, api_secret=SECRET, positions=0,
                               hedge_mode=hedge_mode, multi_assets=multi_assets)
-    for asset in ("USDC", "BTC", "BNB"):
-        if multi_assets:
+    if multi_assets:  # only USDT margin unless a test adds more
+        for asset in ("USDC", "BTC", "BNB"):
             account.set_asset_field(asset, "walletBalance", "0")
     account.set_asset_field("USDT", "walletBalance", wallet)
     return account
