@@ -639,7 +639,9 @@ async def test_refuse_connections_and_wrong_path(sim: Simulator) -> None:
     assert wrong.value.response.status_code == 404
     async with connect(sim.url) as ws:
         assert (await call(ws, "session.status"))["status"] == 200
+        assert sim.open_connections == 1
     assert sim.connections_opened == 1
+    await wait_until(lambda: sim.open_connections == 0)
 
 
 # ---------------------------------------------------------------- robustness and bookkeeping

@@ -18,7 +18,8 @@ Control API (everything a test or ``--demo`` uses):
   ``sim.inject(fault)``; ``sim.ban(until_ms)``; ``sim.refuse_connections =
   True`` (HTTP 503 on handshakes); ``sim.clock_offset_ms``;
   ``sim.weight_used()``; and what happened: ``sim.requests``
-  (:class:`RequestRecord` per frame) and ``sim.connections_opened``.
+  (:class:`RequestRecord` per frame), ``sim.connections_opened`` and
+  ``sim.open_connections``.
 - :class:`SimAccount`: ``revoke()`` / ``restore()`` (the API key; an id-less
   401/-2015 frame on the connections using it); ``set_asset_field``,
   ``open_position`` (``kept=True``: the market never closes it),
@@ -45,6 +46,7 @@ are checked here with its own code (:mod:`.signing`), so tests of the
 exporter's signing code against it are an independent check rather than the
 same code agreeing with itself.
 """
+
 from .accounts import BASE_PRICES, TOTAL_FIELDS, SimAccount
 from .demo import (
     CYCLE_DANGER_DISTANCE,

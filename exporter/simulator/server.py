@@ -307,6 +307,11 @@ class Simulator:
         """REQUEST_WEIGHT used in the current (server clock) minute."""
         return self._weight if self.server_time_ms() // 60_000 == self._weight_minute else 0
 
+    @property
+    def open_connections(self) -> int:
+        """WebSocket connections open now (``connections_opened`` counts every one)."""
+        return len(self._open)
+
     @staticmethod
     def demo_accounts() -> list[DemoAccount]:
         """The accounts ``--demo`` adds (see :mod:`.demo`)."""
