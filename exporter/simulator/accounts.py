@@ -65,6 +65,10 @@ BASE_PRICES = {
     "ETHUSDC": Decimal("3119.90"),
 }
 _LEVERAGES = (5, 10, 20)
+#: Isolated positions are opened at low leverage only: a fresh isolated position sits
+#: about 1/leverage from liquidation, so at 10x or 20x the shipped liquidation-distance
+#: alerts would fire for as long as it lives, and --demo would show nothing else.
+_ISOLATED_LEVERAGES = (2, 3, 5)
 #: Leverage of a row that has open orders but no position yet.
 _ORDER_LEVERAGE = 10
 
@@ -347,13 +351,14 @@ class SimAccount:
         if side == "SHORT" or (side == "BOTH" and rng.random() < 0.4):
             quantity = -quantity
         entry = (mark * Decimal(f"{1 + rng.gauss(0, 0.01):.6f}")).quantize(_price_tick(mark))
+        isolated = rng.random() < 0.25
         self.open_position(
             symbol,
             side,
             str(quantity),
             str(entry),
-            isolated=rng.random() < 0.25,
-            leverage=rng.choice(_LEVERAGES),
+            isolated=isolated,
+            leverage=rng.choice(_ISOLATED_LEVERAGES if isolated else _LEVERAGES),
         )
 
     def _realise(self, key: Key) -> None:
