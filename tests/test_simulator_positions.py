@@ -509,8 +509,22 @@ async def test_demo_accounts_hold_the_cycle_and_open_orders() -> None:
         assert seen[0] > WARNING and seen[2] < CRITICAL and CRITICAL < seen[3] < WARNING
         assert seen[5] > WARNING
         _, account = accounts["demo-hedge"]
-        orders = by_key(account.position_result())[("XRPUSDT", "SHORT")]
+        orders = by_key(account.position_result())[("牛来USDT", "SHORT")]
         assert (orders["positionAmt"], orders["openOrderInitialMargin"]) == ("0", "25.50000000")
         listed = {(p["symbol"], p["positionSide"], p["positionAmt"])
                   for p in account.result()["positions"]}
-        assert ("XRPUSDT", "SHORT", "0") in listed
+        assert ("牛来USDT", "SHORT", "0") in listed
+        for _, account in accounts.values():
+            for rows in (account.result()["positions"], account.position_result()):
+                assert any(not row["symbol"].isascii() and row["positionAmt"] != "0"
+                           for row in rows), account.name
+
+
+def test_random_positions_pick_unicode_symbols_too() -> None:
+    sim = Simulator(seed=8)
+    symbols = set()
+    for number in range(20):
+        account = sim.add_account(f"a{number}", api_key=f"{number:064d}", api_secret="s",
+                                  positions=5)
+        symbols |= {row["symbol"] for row in account.result()["positions"]}
+    assert {"币安人生USDT", "我踏马来了USDT", "龙虾USDT", "牛来USDT"} <= symbols

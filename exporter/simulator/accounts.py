@@ -334,11 +334,7 @@ class SimAccount:
 
     def _open_random(self) -> None:
         rng = self._rng
-        symbols = [
-            s
-            for s in BASE_PRICES
-            if s.isascii() and (self.multi_assets or margin_asset(s) == "USDT")
-        ]
+        symbols = [s for s in BASE_PRICES if self.multi_assets or margin_asset(s) == "USDT"]
         sides = ("LONG", "SHORT") if self.hedge_mode else ("BOTH",)
         free = [(s, side) for s in symbols for side in sides if (s, side) not in self._rows]
         if not free:

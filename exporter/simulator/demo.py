@@ -5,10 +5,12 @@ adds these accounts to it, and configures the exporter with the same keys. The
 credentials are derived from fixed labels, so they are the same on every run
 and worthless anywhere but in the simulator.
 
-Besides random positions whose marks drift, one account holds a position that
-drifts toward liquidation and back (the liquidation cycle below), so that a
-Prometheus with the shipped rules sees the liquidation-distance warning fire
-and resolve within a few minutes; another has open orders without a position.
+Besides random positions whose marks drift: every account holds a position in
+a symbol that is not ASCII, as Binance lists them; one account holds a
+position that drifts toward liquidation and back (the liquidation cycle
+below), so that a Prometheus with the shipped rules sees the
+liquidation-distance warning fire and resolve within a few minutes; another
+has open orders without a position.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class DemoAccount:
     multi_assets: bool = False
     hedge_mode: bool = False
     positions: int = 3
+    #: (symbol, side, amount) of positions the market never closes, opened at the
+    #: symbol's starting price.
+    kept_positions: tuple[tuple[str, str, str], ...] = ()
     #: Hold the liquidation cycle's position (one-way mode).
     liquidation_cycle: bool = False
     #: (symbol, side, initial margin) of open orders in a symbol without a position.
@@ -142,6 +147,8 @@ class DemoAccount:
             hedge_mode=self.hedge_mode,
             positions=self.positions,
         )
+        for symbol, side, amount in self.kept_positions:
+            account.open_position(symbol, side, amount, str(BASE_PRICES[symbol]), kept=True)
         if self.open_orders is not None:
             symbol, side, margin = self.open_orders
             _clear(account, symbol, side)
@@ -183,16 +190,17 @@ def _demo_ed25519_pem() -> bytes:
 
 
 def demo_accounts() -> list[DemoAccount]:
-    """The demo accounts.
+    """The demo accounts, each with a position in a symbol that is not ASCII.
 
     One-way HMAC with the liquidation cycle; hedge-mode multi-assets HMAC with
-    open orders; Ed25519 (session logon).
+    a hedge pair and open orders; Ed25519 (session logon).
     """
     return [
         DemoAccount(
             "demo-oneway",
             _demo_token("oneway key"),
             _demo_token("oneway secret"),
+            kept_positions=(("币安人生USDT", "BOTH", "15000"),),
             liquidation_cycle=True,
         ),
         DemoAccount(
@@ -202,12 +210,14 @@ def demo_accounts() -> list[DemoAccount]:
             multi_assets=True,
             hedge_mode=True,
             positions=4,
-            open_orders=("XRPUSDT", "SHORT", "25.5"),
+            kept_positions=(("龙虾USDT", "LONG", "40000"), ("龙虾USDT", "SHORT", "15000")),
+            open_orders=("牛来USDT", "SHORT", "25.5"),
         ),
         DemoAccount(
             "demo-ed25519",
             _demo_token("ed25519 key"),
             private_key_pem=_demo_ed25519_pem(),
             positions=2,
+            kept_positions=(("我踏马来了USDT", "BOTH", "-50000"),),
         ),
     ]
