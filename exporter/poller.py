@@ -94,6 +94,7 @@ class AccountPoller:
         )
         self._state = AccountState.initial(account.name, DURATION_BUCKETS)
         self._paused_until = 0.0  # monotonic; no request before it
+        self._resync: asyncio.Future[None] | None = None
         self._logged_problems: set[tuple[str, str]] = set()
         # Every new connection measures the clock before its first request, so the
         # periodic measurement only counts from construction.
@@ -182,10 +183,17 @@ class AccountPoller:
             if exc.reason != "clock":
                 raise
             self._count_error(exc)
+            await self._resync_clock()
+        return parse(await self._request(method))
+
+    async def _resync_clock(self) -> None:
+        """Measure the clock after a -1021; requests of one poll that got it together share
+        one measurement."""
+        if self._resync is None or self._resync.done():
             log.info("account %s: Binance says our timestamp is off (-1021); measuring the clock",
                      self.account.name)
-            await self._sync_clock()
-        return parse(await self._request(method))
+            self._resync = asyncio.ensure_future(self._sync_clock())
+        await asyncio.shield(self._resync)
 
     async def _request(self, method: str) -> Answer:
         params: dict[str, object] = {"timestamp": self._timestamp(),

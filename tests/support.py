@@ -59,7 +59,6 @@ def sim_config(sim: Simulator | str, *, accounts: list[dict[str, Any]] | None = 
     document: dict[str, Any] = {
         "endpoint": sim if isinstance(sim, str) else sim.url,
         "poll_interval": "1s",
-        "position_details": False,  # TEMP
         "accounts": accounts if accounts is not None else [
             {"name": "oneway", "api_key": HMAC_KEY, "api_secret": HMAC_SECRET},
             {"name": "hedge", "api_key": HEDGE_KEY, "api_secret": HEDGE_SECRET},
@@ -135,6 +134,7 @@ class SteppedClock(Clock):
         self._monotonic = monotonic
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self.sleeps_started = 0
 
     def time(self) -> float:
         return self._wall
@@ -148,6 +148,7 @@ class SteppedClock(Clock):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._monotonic + seconds, next(self._order), future))
+        self.sleeps_started += 1
         await future
 
     @property
@@ -170,6 +171,13 @@ class SteppedClock(Clock):
                 await settle()
         self._move(target)
         await settle()
+
+    async def advance_until_asleep(self, seconds: float, sleeps: int = 1) -> None:
+        """:meth:`advance`, then wait (real time, network I/O included) until ``sleeps`` more
+        sleeps have started: the woken tasks have done their work and wait for the clock."""
+        started = self.sleeps_started
+        await self.advance(seconds)
+        await wait_for(lambda: self.sleeps_started >= started + sleeps)
 
     def step_wall(self, seconds: float) -> None:
         """Step only the wall clock, as NTP or an operator would; monotonic time is unmoved."""

@@ -419,7 +419,7 @@ def test_bad_max_frame_size(value: object, problem: str) -> None:
     ("localhost", "expected HOST:PORT with a port 0-65535"),
     ("localhost:-1", "expected HOST:PORT with a port 0-65535"),
     ("localhost:65536", "expected HOST:PORT with a port 0-65535"),
-    ("localhost:１", "expected HOST:PORT with a port 0-65535"),
+    ("localhost:\uff11", "expected HOST:PORT with a port 0-65535"),  # a fullwidth digit
     (10317, "expected HOST:PORT"),
 ])
 def test_bad_listen_values_get_precise_messages(value: object, problem: str) -> None:

@@ -10,9 +10,20 @@ from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
 from exporter.simulator import ErrorAnswer, Simulator
 from tests.support import Samples, scrape, scrape_when_up, sim_config, up, wait_for
 
+DETAIL_METRICS = {  # v2/account.position field -> metric, written out as the contract says
+    "entryPrice": "binance_futures_position_entry_price",
+    "breakEvenPrice": "binance_futures_position_break_even_price",
+    "markPrice": "binance_futures_position_mark_price",
+    "liquidationPrice": "binance_futures_position_liquidation_price",
+    "positionInitialMargin": "binance_futures_position_position_initial_margin",
+    "openOrderInitialMargin": "binance_futures_position_open_order_initial_margin",
+    "bidNotional": "binance_futures_position_bid_notional",
+    "askNotional": "binance_futures_position_ask_notional",
+}
 
-def expected_samples(account: str, result: dict) -> Samples:
-    """The data samples /metrics must show for one served ``result``."""
+
+def expected_samples(account: str, result: dict, details: list[dict] | None = None) -> Samples:
+    """The data samples /metrics must show for one served ``result`` (and ``details``)."""
     expected: Samples = {}
 
     def put(name: str, labels: dict[str, str], value: float) -> None:
@@ -38,6 +49,16 @@ def expected_samples(account: str, result: dict) -> Samples:
         if position["updateTime"]:
             put("binance_futures_position_update_timestamp_seconds", labels,
                 position["updateTime"] / 1000)
+    listed = {(p["symbol"], p["positionSide"]) for p in result["positions"]}
+    for row in details or ():
+        labels = {"symbol": row["symbol"], "position_side": row["positionSide"]}
+        for field, metric in DETAIL_METRICS.items():
+            if field != "liquidationPrice" or float(row[field]) != 0:  # 0: no price, no series
+                put(metric, labels, float(row[field]))
+        put("binance_futures_position_adl_quantile", labels, row["adl"])
+        put("binance_futures_position_info", {**labels, "margin_asset": row["marginAsset"]}, 1.0)
+        if (row["symbol"], row["positionSide"]) not in listed:
+            put("binance_futures_position_position_amt", labels, float(row["positionAmt"]))
     return expected
 
 
@@ -52,8 +73,9 @@ async def test_every_served_value_reaches_metrics(simulator: Simulator) -> None:
         samples = await scrape_when_up(running.server.url)
     for name in ("oneway", "hedge"):
         served = simulator.accounts[name].last_result
-        assert served is not None
-        assert data_samples(samples, name) == expected_samples(name, served)
+        details = simulator.accounts[name].last_positions
+        assert served is not None and details is not None
+        assert data_samples(samples, name) == expected_samples(name, served, details)
     hedge_sides = {dict(labels)["position_side"] for (metric, labels) in samples
                    if metric == "binance_futures_position_position_amt"
                    and ("account", "hedge") in labels}

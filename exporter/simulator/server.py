@@ -21,7 +21,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -157,8 +157,11 @@ class Simulator:
         weight_limit: int = 2400,
         clock_offset_ms: int = 0,
         lively: bool = True,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``wall`` is the host's wall clock in epoch seconds (a test may step its own)."""
         self.host = host
+        self._wall = wall
         self.port = port
         self.seed = seed
         self.weight_limit = weight_limit
@@ -223,7 +226,8 @@ class Simulator:
     # ---- set-up and control
 
     def server_time_ms(self) -> int:
-        return server_time_now(self.clock_offset_ms)
+        """Binance's clock: the host's wall clock plus ``clock_offset_ms``."""
+        return int(self._wall() * 1000) + self.clock_offset_ms
 
     def add_account(
         self,
@@ -358,7 +362,7 @@ class Simulator:
         self.requests.append(
             RequestRecord(
                 time.monotonic(),
-                server_time_now(),
+                int(self._wall() * 1000),
                 request.method,
                 api_key,
                 request.id,
