@@ -19,6 +19,7 @@ from exporter.snapshot import (
     MalformedAnswer,
     Problem,
     parse_account_status,
+    parse_position_details,
     parse_rate_limits,
 )
 from tests.support import (
@@ -225,6 +226,41 @@ def test_rate_limits_skip_malformed_entries_and_merge_duplicates() -> None:
     assert kinds(problems) == [("rate_limit", "malformed", None)] * 2
     assert parse_rate_limits("nope")[0] == ()
     assert parse_rate_limits(None) == ((), ())
+
+
+def detail_row(symbol: str, side: str = "BOTH", **changes: Any) -> dict[str, Any]:
+    row = {"symbol": symbol, "positionSide": side, "positionAmt": "1", "entryPrice": "100",
+           "breakEvenPrice": "100.1", "markPrice": "101", "unRealizedProfit": "1",
+           "liquidationPrice": "80", "isolatedMargin": "0", "notional": "101",
+           "marginAsset": "USDT", "isolatedWallet": "0", "initialMargin": "10",
+           "maintMargin": "1", "positionInitialMargin": "10", "openOrderInitialMargin": "0",
+           "adl": 2, "bidNotional": "0", "askNotional": "0", "updateTime": 1}
+    row.update(changes)
+    return row
+
+
+def test_position_details_rules() -> None:
+    details, problems = parse_position_details([
+        detail_row("BTCUSDT"),
+        detail_row("ETHUSDT", liquidationPrice="0.00000000"),  # Binance: no liquidation price
+        detail_row("龙虾USDT", "LONG", adl=7, marginAsset=""),
+        detail_row("BTCUSDT"),
+        {"symbol": "\x00"},
+    ], received_at=1.0)
+    assert [(d.symbol, d.side) for d in details.positions] == [
+        ("BTCUSDT", "BOTH"), ("ETHUSDT", "BOTH"), ("龙虾USDT", "LONG")]
+    first, no_price, odd = details.positions
+    assert first.amounts == (100.0, 100.1, 101.0, 80.0, 10.0, 0.0, 0.0, 0.0)
+    assert first.adl_quantile == 2 and first.margin_asset == "USDT" and first.position_amt == 1
+    assert no_price.amounts[3] is None
+    assert odd.adl_quantile is None and odd.margin_asset is None
+    assert kinds(problems) == [("position", "bad_field", "adl"),
+                               ("position", "bad_field", "marginAsset"),
+                               ("position", "duplicate", None),
+                               ("position", "bad_identity", None)]
+    for result in ({"rows": []}, None, "[]"):
+        with pytest.raises(MalformedAnswer):
+            parse_position_details(result, received_at=1.0)
 
 
 # --------------------------------------------------------------------------- properties
