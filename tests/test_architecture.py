@@ -85,3 +85,16 @@ def test_loading_a_module_does_not_load_what_it_must_not_need(module: str, absen
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("path", sorted(TESTS.glob("test_*.py")), ids=lambda path: path.name)
+def test_no_test_module_imports_another(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
+    others = {name for name in imported if name.startswith("tests.")
+              and not name.startswith("tests.support")}
+    assert not others, f"{path.name} imports {others}: shared helpers live in tests/support"

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_ops_metrics import CLI, NO_CLI_REASON, REPO, output_of, require_tool, run
+from tests.support import require_tool
+from tests.support.ops import REPO, output_of, run
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -294,8 +295,6 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    if not CLI.exists():
-        pytest.skip(NO_CLI_REASON)
     root = tmp_path_factory.mktemp("image")
     source = root / "src"
     source.mkdir()

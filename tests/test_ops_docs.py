@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.test_ops_metrics import REPO, alert_rules, recording_rule_names
+from tests.support.ops import REPO, alert_rules, recording_rule_names
 
 README = REPO / "README.md"
 RUNBOOK = REPO / "docs" / "runbook.md"

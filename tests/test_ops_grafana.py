@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_ops_metrics import (
+from tests.support import require_tool
+from tests.support.ops import (
     DASHBOARD,
     REPO,
     alert_rules,
@@ -18,7 +19,6 @@ from tests.test_ops_metrics import (
     dashboard_exprs,
     dashboard_panels,
     output_of,
-    require_tool,
     run,
     substitute_template_variables,
     template_variables,

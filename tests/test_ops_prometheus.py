@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_ops_metrics import (
+from tests.support import require_tool
+from tests.support.ops import (
     REPO,
     RULES,
     RULES_TEST,
     alert_rules,
     output_of,
     recording_rule_names,
-    require_tool,
     run,
 )
 

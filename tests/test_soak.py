@@ -69,7 +69,7 @@ from exporter.simulator import (
     Simulator,
     Unsolicited,
 )
-from tests.soak_report import SoakReport
+from tests.support.soak_report import SoakReport
 from tests.support import Samples, parse_metrics
 
 pytestmark = pytest.mark.soak
