@@ -69,8 +69,8 @@ from exporter.simulator import (
     Simulator,
     Unsolicited,
 )
-from tests.support.soak_report import SoakReport
 from tests.support import Samples, parse_metrics
+from tests.support.soak_report import SoakReport
 
 pytestmark = pytest.mark.soak
 
