@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from exporter.config import (
+    _TOP_LEVEL_KEYS,
     ENDPOINTS,
     ConfigError,
     load_config,
@@ -224,8 +226,26 @@ def test_example_config_is_valid_and_shows_every_default(
     for field in ("listen_host", "listen_port", "endpoint", "poll_interval", "request_timeout",
                   "recv_window_ms", "stale_after", "reconnect_backoff_min",
                   "reconnect_backoff_max", "connection_lifetime", "auth_retry_interval",
-                  "clock_sync_interval", "weight_limit", "max_frame_size", "web_config_file"):
+                  "clock_sync_interval", "weight_limit", "max_frame_size", "web_config_file",
+                  "position_details"):
         assert getattr(from_example, field) == getattr(defaults, field), field
+    text = example.read_text(encoding="utf-8")
+    shown = set(re.findall(r"^(?:# )?([a-z_]+):", text, re.M))
+    assert shown >= _TOP_LEVEL_KEYS, f"not in the example: {_TOP_LEVEL_KEYS - shown}"
+
+
+@pytest.mark.parametrize("interval", ["1m", "5m", "2s"])
+def test_the_example_works_with_only_poll_interval_changed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, interval: str) -> None:
+    monkeypatch.setenv("BINANCE_API_KEY", KEY)
+    monkeypatch.setenv("BINANCE_API_SECRET", SECRET)
+    example = (Path(__file__).parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    copy = tmp_path / "config.yaml"
+    copy.write_text(example.replace("poll_interval: 15s", f"poll_interval: {interval}"))
+    copy.chmod(0o600)
+    config = load_config(copy)
+    assert config.stale_after == 3 * config.poll_interval
+    assert config.request_timeout == min(10.0, config.poll_interval)
 
 
 # -- secrets that are not what they seem ----------------------------------------------------------
