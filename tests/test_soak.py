@@ -14,6 +14,11 @@ measured, the rest of the faults, and a final quiet period of 10 s after
 which they are measured again and every account must be up. Then SIGTERM,
 the report (printed, and written under the pytest tmp dir) and the checks.
 
+Besides faults of Binance's side (drops, delays, errors, junk, bans, Binance's
+clock jumping) it mutes and stalls connections, and, where libfaketime is
+installed (Debian: faketime), steps the exporter's own wall clock by an hour
+while its monotonic clock runs on.
+
 Recovery time of a fault: from its injection until every affected account
 has answered a poll successfully after the fault stopped acting on it (the
 request that consumed it, the end of a refusal or ban window, the first poll
@@ -44,7 +49,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import time
 import urllib.request
@@ -64,9 +68,11 @@ from exporter.simulator import (
     ErrorAnswer,
     Fault,
     Mutate,
+    Mute,
     RawFrame,
     RequestRecord,
     Simulator,
+    Stall,
     Unsolicited,
 )
 from tests.support import Samples, parse_metrics
@@ -250,14 +256,24 @@ ACCOUNT_FAULTS: dict[str, AccountFault] = {
                                                              api_key=key),
     "close_connection": lambda rng, sim, key: CloseConnection(
         code=rng.choice((1000, 1001, 1011, 1012)), api_key=key),
+    "muted_connection": lambda rng, sim, key: Mute(api_key=key),
+    "stalled_connection": lambda rng, sim, key: Stall(rng.uniform(0.2, 2.0), api_key=key),
 }
 GLOBAL_FAULTS = ("refuse_connections", "ban_418", "clock_jump")
+#: libfaketime (Debian package faketime; the MT build, as the exporter runs threads) steps
+#: the exporter's own wall clock; the monotonic clock it measures durations with is left
+#: alone (DONT_FAKE_MONOTONIC).
+FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+LOCAL_CLOCK_STEP = 3600
 
 
 class FaultInjector:
     """Draws faults from a shuffled deck of every kind (so all kinds come up evenly)."""
 
-    def __init__(self, sim: Simulator, targets: Sequence[Target], rng: random.Random) -> None:
+    def __init__(self, sim: Simulator, targets: Sequence[Target], rng: random.Random,
+                 faketime: Path | None = None) -> None:
+        self.faketime = faketime  # the file libfaketime reads the exporter's clock step from
+        self.local_steps = [0]  # every total step of the exporter's clock so far, newest first
         self.sim = sim
         self.targets = tuple(targets)
         self.rng = rng
@@ -276,6 +292,8 @@ class FaultInjector:
             return None
         if not self._deck:
             self._deck = [*ACCOUNT_FAULTS, *GLOBAL_FAULTS]
+            if self.faketime is not None:
+                self._deck.append("local_clock_step")
             self.rng.shuffle(self._deck)
         feasible = [kind for kind in self._deck
                     if kind in ACCOUNT_FAULTS or len(free) == len(self.targets)]
@@ -315,6 +333,17 @@ class FaultInjector:
             milliseconds = self.rng.randint(1500, 4000)
             self.sim.ban(self.sim.server_time_ms() + milliseconds)
             return Injection(kind, now, names, window_end=now + milliseconds / 1000)
+        if kind == "local_clock_step":
+            # NTP, a VM resume or an operator steps the exporter host's clock by an hour.
+            assert self.faketime is not None
+            total = self.local_steps[0]
+            steps = [step for step in (-LOCAL_CLOCK_STEP, LOCAL_CLOCK_STEP)
+                     if abs(total + step) <= LOCAL_CLOCK_STEP]
+            step = self.rng.choice(steps)
+            self.local_steps.insert(0, total + step)
+            watches = {target.name: self._watch(target) for target in self.targets}
+            self.faketime.write_text(f"{total + step:+d}\n")
+            return Injection(f"local_clock_step_{step // 3600:+d}h", now, names, watches)
         assert kind == "clock_jump"
         offset = self.sim.clock_offset_ms
         jumps = [jump for jump in (-3000, 3000) if abs(offset + jump) <= 3000]
@@ -348,7 +377,7 @@ class Observer:
             last = samples.get(("binance_futures_last_success_timestamp_seconds", _account(name)))
             self._transition(name, up, busy)
             if up == 1 and last is not None:
-                self._recover(name, last)
+                self._recover(name, self._our_time(last))
 
     def _transition(self, name: str, up: float | None, busy: set[str]) -> None:
         if self.last_up.get(name) == 1 and up == 0:
@@ -357,6 +386,18 @@ class Observer:
                 self.report.unexplained_downs.append(
                     f"{name} at +{time.time() - self.started:.1f}s")
         self.last_up[name] = up
+
+    def _our_time(self, exported: float) -> float:
+        """An exporter timestamp on this process' clock: undo its local clock steps.
+
+        The steps are an hour and the timestamp at most a scrape old, so only one
+        of the steps made so far puts it near now.
+        """
+        for step in self.injector.local_steps:
+            ours = exported - step
+            if abs(ours - time.time()) < LOCAL_CLOCK_STEP / 2:
+                return ours
+        return exported
 
     def _recover(self, name: str, last_success: float) -> None:
         for injection in self.injector.injections:
@@ -415,10 +456,16 @@ def write_config(path: Path, endpoint: str, accounts: list[dict[str, Any]]) -> P
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+async def bound_url(log_path: Path, process: asyncio.subprocess.Process) -> str:
+    """The /metrics URL the exporter logged after binding port 0."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.returncode is None, f"the exporter exited with {process.returncode}"
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "serving metrics on " in line:
+                return line.split("serving metrics on ", 1)[1].split()[0] + "/metrics"
+        await asyncio.sleep(0.1)
+    raise AssertionError("the exporter never logged the address it serves on")
 
 
 def fetch_metrics(url: str) -> Samples:
@@ -545,11 +592,15 @@ async def test_exporter_survives_random_faults_without_leaking(tmp_path: Path) -
     async with Simulator(seed=SEED, weight_limit=WEIGHT_LIMIT, lively=True) as sim:
         targets, entries = add_accounts(sim)
         config = write_config(tmp_path / "config.yaml", sim.url, entries)
-        port = free_port()
+        faketime = tmp_path / "faketime" if FAKETIME_LIBRARY.exists() else None
+        if faketime is None:
+            print(f"\nno {FAKETIME_LIBRARY} (apt-get install faketime): no local clock steps")
         with log_path.open("wb") as log_file:
-            process = await start_exporter(config, port, log_file)
+            process = await start_exporter(config, log_file, faketime)
             try:
-                problems = await soak(process, port, sim, targets, rng, report, log_path)
+                url = await bound_url(log_path, process)
+                problems = await soak(process, url, sim, targets, rng, report, log_path,
+                                      faketime)
             finally:
                 if process.returncode is None:
                     process.kill()
@@ -565,24 +616,28 @@ async def test_exporter_survives_random_faults_without_leaking(tmp_path: Path) -
     check(report, problems)
 
 
-async def start_exporter(config: Path, port: int, log_file: IO[bytes]
-                         ) -> asyncio.subprocess.Process:
+async def start_exporter(config: Path, log_file: IO[bytes],
+                         faketime: Path | None) -> asyncio.subprocess.Process:
+    env = dict(os.environ)
+    if faketime is not None:
+        faketime.write_text("+0\n")
+        env |= {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME_TIMESTAMP_FILE": str(faketime),
+                "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "1"}
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "--config", str(config),
-        "--listen", f"127.0.0.1:{port}", cwd=REPO,
+        "--listen", "127.0.0.1:0", cwd=REPO, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file)
 
 
-async def soak(process: asyncio.subprocess.Process, port: int, sim: Simulator,
+async def soak(process: asyncio.subprocess.Process, url: str, sim: Simulator,
                targets: Sequence[Target], rng: random.Random, report: SoakReport,
-               log_path: Path) -> list[str]:
+               log_path: Path, faketime: Path | None) -> list[str]:
     """Warm-up, faults, quiet period and SIGTERM; fills ``report``."""
     names = tuple(target.name for target in targets)
-    url = f"http://127.0.0.1:{port}/metrics"
     await wait_until_up(url, names, process)
     probe = ProcessProbe(process.pid)
     assert "exporter" in probe.command_line(), "the pid measured must be the exporter's"
-    injector = FaultInjector(sim, targets, rng)
+    injector = FaultInjector(sim, targets, rng, faketime)
     run = Run(process, url, probe, injector, Observer(names, injector, report), report,
               log_path)
     started = time.monotonic()
