@@ -406,10 +406,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _require_default_port() -> None:
+    """The HEALTHCHECK hard-codes port 10317: skip when it is busy here, fail in CI."""
+    if not _port_free(PORT):
+        message = f"port {PORT} is busy; the HEALTHCHECK command hard-codes it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture
 def demo_on_default_port(installed: Installed) -> Iterator[subprocess.Popen[bytes]]:
-    if not _port_free(PORT):
-        pytest.skip(f"port {PORT} is busy; the HEALTHCHECK command hard-codes it")
+    _require_default_port()
     process = subprocess.Popen(
         [str(installed.bin / "binance-futures-exporter"), "--demo", "--listen",
          f"127.0.0.1:{PORT}"],
@@ -429,8 +437,7 @@ def test_healthcheck_command(installed: Installed) -> None:
     """The HEALTHCHECK fails with nothing listening and passes against the exporter."""
     command = healthcheck_command()
     argv = [str(installed.bin / "python"), *command[1:]]
-    if not _port_free(PORT):
-        pytest.skip(f"port {PORT} is busy; the HEALTHCHECK command hard-codes it")
+    _require_default_port()
     assert run(argv, timeout=30, env=_clean_env()).returncode != 0
 
 
