@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.error
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,8 +50,14 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[tuple[str, CliProcess]]:
 
 
 async def query(base: str, expr: str) -> list[dict[str, Any]]:
+    """The instant vector of ``expr``; empty while Prometheus is still starting (503)."""
     url = f"{base}/api/v1/query?query={urllib.parse.quote(expr)}"
-    _, _, body = await asyncio.to_thread(fetch, url)
+    try:
+        _, _, body = await asyncio.to_thread(fetch, url)
+    except urllib.error.HTTPError as error:
+        if error.code == 503:
+            return []
+        raise
     answer = json.loads(body)
     assert answer["status"] == "success", answer
     return list(answer["data"]["result"])
