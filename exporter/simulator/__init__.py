@@ -30,8 +30,9 @@ Control API (everything a test or ``--demo`` uses):
 - The user data stream, ``sim.user_streams`` (:class:`UserStreams`): faults
   ``drop(name, abrupt=False)``, ``silence(name)`` (the key is forgotten
   without an event: a silent socket, and -1125 to the next ping),
-  ``expire(name)`` (``listenKeyExpired`` now), ``replay(name)`` (the last
-  event again), ``burst(name, count)`` (``count`` funding fees in a row);
+  ``expire(name)`` (``listenKeyExpired`` now), ``replay(name, event_type=None)``
+  (the last event, of a type, again), ``raw(name, frame)`` (a frame as it is), ``burst(name,
+  count)`` (``count`` funding fees in a row);
   ``check()`` (expire keys and end connections due now, else done every
   50 ms); and what happened: ``pushed`` (account name, event),
   ``key_of(name)``, ``connections_opened``, ``open_connections``.

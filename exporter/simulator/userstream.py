@@ -20,8 +20,9 @@ API (through the server) and the stream connections of
 
 Faults and observation for tests: :meth:`UserStreams.drop`,
 :meth:`~UserStreams.silence`, :meth:`~UserStreams.expire`,
-:meth:`~UserStreams.replay`, :meth:`~UserStreams.burst`; ``pushed``,
-``connections_opened``, ``open_connections``, :meth:`~UserStreams.key_of`.
+:meth:`~UserStreams.replay`, :meth:`~UserStreams.raw`,
+:meth:`~UserStreams.burst`; ``pushed``, ``connections_opened``,
+``open_connections``, :meth:`~UserStreams.key_of`.
 
 Unknown, and the harsher choice taken: whether Binance keeps a connection
 open after its key expired (here: open and silent), and whether it still
@@ -111,7 +112,6 @@ class UserStreams:
         self._spawn = spawn
         self._keys: dict[str, _Key] = {}  # by account name
         self._open: set[_Connection] = set()
-        self._last_event: dict[str, dict[str, Any]] = {}  # by account name
         #: The latest events pushed to listening accounts: (account name, event).
         self.pushed: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_PUSHED_KEPT)
         self.connections_opened = 0
@@ -173,7 +173,6 @@ class UserStreams:
     def push(self, account: SimAccount, event: dict[str, Any]) -> None:
         """Send ``event`` to every connection of ``account``'s key that wants it."""
         self.pushed.append((account.name, event))
-        self._last_event[account.name] = event
         self._send(account, event)
 
     def check(self) -> None:
@@ -215,11 +214,18 @@ class UserStreams:
         """Expire ``name``'s key now, as if 60 minutes had passed without a keepalive."""
         self._expire(name)
 
-    def replay(self, name: str) -> None:
-        """Send ``name``'s last event again (a duplicate delivery)."""
-        event = self._last_event.get(name)
-        if event is not None:
-            self._send(self._accounts[name], event)
+    def replay(self, name: str, event_type: str | None = None) -> None:
+        """Send ``name``'s last event (of ``event_type``, e.g. ORDER_TRADE_UPDATE) again: a
+        duplicate delivery."""
+        for pushed_to, event in reversed(self.pushed):
+            if pushed_to == name and event_type in (None, event["e"]):
+                self._send(self._accounts[name], event)
+                return
+
+    def raw(self, name: str, frame: str | bytes) -> None:
+        """Send ``frame`` as it is to ``name``'s connections (junk; bytes: a binary frame)."""
+        for conn in self._of(name):
+            self._spawn(_send(conn, frame))
 
     def burst(self, name: str, count: int, symbol: str = "BTCUSDT") -> None:
         """``count`` funding fees of 0.01 on ``symbol`` in a row: one ACCOUNT_UPDATE each."""
@@ -259,7 +265,7 @@ class UserStreams:
                 self._spawn(_send(conn, frame))
 
 
-async def _send(conn: _Connection, frame: str) -> None:
+async def _send(conn: _Connection, frame: str | bytes) -> None:
     async with conn.lock:  # frames leave in the order they were pushed
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(frame)
