@@ -162,6 +162,12 @@ class UserStream:
                     await self._session()
                 except _SessionEnd as end:
                     await self._after(end, self._clock.monotonic() - began)
+                except Exception:  # a bug: a dead stream would stay down for good
+                    log.exception("account %s: unexpected error in the user data stream",
+                                  self.name)
+                    self._ws = None
+                    self._update(up=False)
+                    await self._clock.sleep(self._config.reconnect_backoff_max)
         finally:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,7 +264,13 @@ class UserStream:
     async def _read(self, ws: ClientConnection, key: str) -> None:
         try:
             async for message in ws:
-                if self._handle(message, key):
+                try:
+                    expired = self._handle(message, key)
+                except Exception:  # a dead reader would silence the stream for good
+                    log.exception("account %s: dropped a user data stream frame that broke "
+                                  "the reader", self.name)
+                    continue
+                if expired:
                     raise _SessionEnd("expired", "Binance says the listen key expired")
         except ConnectionClosedOK:
             pass

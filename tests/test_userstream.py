@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from exporter import userstream
 from exporter.app import RunningExporter, run_exporter
 from exporter.simulator import MSG_BANNED, ErrorAnswer, SimAccount, Simulator
+from exporter.streamevents import StreamEvent
 from exporter.userstream import UserStream
 from tests.support import (
     HMAC_KEY,
@@ -367,3 +369,22 @@ async def test_stream_off_by_config_sends_nothing_and_shows_no_stream_series(
     assert not any(name.startswith("binance_futures_user_stream") for name, _ in samples)
     assert not any(str(record.method).startswith("userDataStream") for record in sim.requests)
     assert sim.user_streams.connections_opened == 0
+
+
+async def test_a_frame_that_breaks_the_reader_is_dropped_and_reading_goes_on(
+        sim: Simulator, clock: SteppedClock, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    parse = userstream.parse_event
+
+    def breaking(message: str | bytes) -> StreamEvent:
+        if message == "boom":
+            raise RuntimeError("a bug")
+        return parse(message)
+
+    monkeypatch.setattr(userstream, "parse_event", breaking)
+    async with exporting(sim, clock) as running:
+        sim.user_streams.raw("oneway", "boom")
+        await wait_for(lambda: "broke the reader" in caplog.text)
+        sim.accounts["oneway"].set_asset_field("USDT", "walletBalance", "1212.5")
+        await metrics_show(running, WALLET, 1212.5, asset="USDT")
+        assert stream_of(running).state.connections == 1
