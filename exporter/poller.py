@@ -156,12 +156,12 @@ class AccountPoller:
             self._count_error(exc)
             self._pause_after(exc)
             raise
+        else:
+            self._keep_rate_limits(answer.rate_limits)
+            return answer
         finally:
             self._note_connections()
             self._publish(self._state)
-        self._keep_rate_limits(answer.rate_limits)
-        self._publish(self._state)
-        return answer
 
     async def run(self) -> None:
         """Poll now, then on a fixed grid of ``poll_interval`` from ``start_delay``, and

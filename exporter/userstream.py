@@ -165,7 +165,6 @@ class UserStream:
                 except Exception:  # a bug: a dead stream would stay down for good
                     log.exception("account %s: unexpected error in the user data stream",
                                   self.name)
-                    self._ws = None
                     self._update(up=False)
                     await self._clock.sleep(self._config.reconnect_backoff_max)
         finally:
@@ -210,7 +209,7 @@ class UserStream:
             self._poll_soon()  # what changed while no stream was connected
         try:
             await self._serve(ws, key)
-        except _SessionEnd:
+        except Exception:  # the session ended (or broke): let its connection go
             self._ws = None
             await ws.close()
             raise
@@ -310,8 +309,8 @@ class UserStream:
         # A session that lived as long as the longest backoff was healthy: start afresh.
         self._failures = 1 if lasted >= self._config.reconnect_backoff_max else (
             self._failures + 1)
-        delay = min(self._config.reconnect_backoff_max,
-                    self._config.reconnect_backoff_min * 2 ** (self._failures - 1))
+        delay = min(self._config.reconnect_backoff_max,  # the exponent capped: no overflow
+                    self._config.reconnect_backoff_min * 2 ** min(self._failures - 1, 64))
         delay *= self._rng.uniform(0.5, 1.0)
         errors = dict(self._state.errors)
         errors[end.reason] = errors.get(end.reason, 0) + 1
