@@ -17,6 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from exporter.simulator import (
     CYCLE_DANGER_S,
     CYCLE_FALL_S,
+    CYCLE_FORCED_SYMBOL,
+    CYCLE_RISE_S,
     CYCLE_SYMBOL,
     MSG_NO_LISTEN_KEY,
     SimAccount,
@@ -244,18 +246,34 @@ async def test_a_margin_call_goes_out_once_near_the_liquidation_price(sim: Simul
         assert [e["e"] for _, e in sim.user_streams.pushed].count("MARGIN_CALL") == 2
 
 
-async def test_the_demo_cycle_sends_a_margin_call(clock: SteppedClock) -> None:
-    async with Simulator(seed=3, lively=False, wall=clock.time) as sim:
+async def test_the_demo_cycle_sends_a_margin_call_and_a_forced_close(
+        clock: SteppedClock) -> None:
+    async with Simulator(seed=3, wall=clock.time) as sim:  # lively, as --demo runs it
         demo = next(a for a in Simulator.demo_accounts() if a.liquidation_cycle)
         account = demo.add_to(sim)
+        assert account.holds(CYCLE_FORCED_SYMBOL, "BOTH")
         key = await start_key(sim, demo.api_key)
         async with connect(f"{sim.stream_url}/{key}") as stream:
             await wait_for(lambda: sim.user_streams.listening(account))
             clock.step_wall(CYCLE_FALL_S + CYCLE_DANGER_S / 2)
             account.step()
-            calls = [e for _, e in sim.user_streams.pushed if e["e"] == "MARGIN_CALL"]
-            assert [row["s"] for row in calls[0]["p"]] == [CYCLE_SYMBOL]
-            assert (await event(stream))["e"] == "MARGIN_CALL"
+            pushed = [e for _, e in sim.user_streams.pushed]
+            called = {row["s"] for e in pushed if e["e"] == "MARGIN_CALL" for row in e["p"]}
+            assert CYCLE_SYMBOL in called
+            liquidation = [e["o"] for e in pushed if e["e"] == "ORDER_TRADE_UPDATE"
+                           and e["o"]["s"] == CYCLE_FORCED_SYMBOL]
+            assert liquidation[-1]["c"].startswith("autoclose-")
+            assert liquidation[-1]["X"] == "FILLED"
+            assert not account.holds(CYCLE_FORCED_SYMBOL, "BOTH")
+            assert account.holds(CYCLE_SYMBOL, "BOTH")  # the cycle's own position is kept
+            clock.step_wall(CYCLE_DANGER_S / 2 + CYCLE_RISE_S)  # safe again
+            account.step()
+            assert account.holds(CYCLE_FORCED_SYMBOL, "BOTH")
+            deposits = [e for _, e in sim.user_streams.pushed
+                        if e["e"] == "ACCOUNT_UPDATE" and e["a"]["m"] == "DEPOSIT"]
+            assert len(deposits) == 1
+            received = [await event(stream) for _ in pushed]  # the connection got them all
+            assert received == pushed[-len(received):]
 
 
 async def test_unknown_keys_get_a_silent_socket(sim: Simulator) -> None:

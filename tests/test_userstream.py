@@ -189,7 +189,9 @@ async def test_forced_closes_and_margin_calls_are_counted_once_each(
     account.open_position("SOLUSDT", "BOTH", "-10", "150")
     account.open_position("XRPUSDT", "BOTH", "1000", "0.5")
     account.open_position("BNBUSDT", "BOTH", "1", "580", isolated=True, leverage=10)
-    async with exporting(sim, clock, poll_interval="30s", stale_after="90s") as running:
+    # stale_after is no multiple of poll_interval: nothing but the margin call's own expiry
+    # changes the page at 100 s.
+    async with exporting(sim, clock, poll_interval="30s", stale_after="100s") as running:
         account.liquidate("ETHUSDT", "BOTH")  # PARTIALLY_FILLED, then FILLED
         account.auto_deleverage("SOLUSDT", "BOTH")
         account.settle("XRPUSDT", "BOTH")
@@ -210,7 +212,7 @@ async def test_forced_closes_and_margin_calls_are_counted_once_each(
                               event="MARGIN_CALL")] == 1
         assert samples[series("binance_futures_user_stream_events_total",
                               event="ORDER_TRADE_UPDATE")] == 5  # 2 + 1 + 1, 1 replayed
-        await clock.advance(89)
+        await clock.advance(99)
         assert (await scrape(running.server.url)).get(series(
             "binance_futures_margin_call_maint_margin", symbol="BNBUSDT",
             position_side="BOTH")) == maint_margin

@@ -40,8 +40,9 @@ Control API (everything a test or ``--demo`` uses):
   401/-2015 frame on the connections using it); ``set_asset_field``,
   ``open_position`` (``kept=True``: the market never closes it),
   ``close_position``, ``place_open_order`` / ``cancel_open_orders``,
-  ``funding_fee``, the forced closes ``liquidate``, ``auto_deleverage`` and
-  ``settle``, ``set_mark``, ``set_mark_path``, ``step`` (a mark within
+  ``deposit``, ``funding_fee``, the forced closes ``liquidate``,
+  ``auto_deleverage`` and ``settle``, ``holds``, ``set_mark``,
+  ``set_mark_path``, ``on_step(hook)``, ``step`` (a mark within
   :data:`MARGIN_CALL_DISTANCE` of a position's liquidation price sends a
   margin call); the answers ``result()`` and ``position_result(symbol=None)``,
   and ``liquidation_price(symbol, side)``; ``last_result`` /
@@ -51,7 +52,8 @@ Control API (everything a test or ``--demo`` uses):
   :class:`Unsolicited`, :class:`CloseConnection`, :class:`Mute`,
   :class:`Stall`.
 - The demo (:mod:`.demo`): :func:`demo_accounts`, and the liquidation cycle
-  one of them follows, as pure functions of time:
+  one of them follows (with its margin call and forced close on the user
+  data stream), as pure functions of time:
   :func:`liquidation_cycle_distance`, :func:`liquidation_cycle_mark`.
 
 Modules: :mod:`.protocol` (method names, weights, error texts),
@@ -72,6 +74,7 @@ from .demo import (
     CYCLE_DANGER_DISTANCE,
     CYCLE_DANGER_S,
     CYCLE_FALL_S,
+    CYCLE_FORCED_SYMBOL,
     CYCLE_PERIOD_S,
     CYCLE_RISE_S,
     CYCLE_SAFE_DISTANCE,
@@ -133,6 +136,7 @@ __all__ = [
     "CYCLE_DANGER_DISTANCE",
     "CYCLE_DANGER_S",
     "CYCLE_FALL_S",
+    "CYCLE_FORCED_SYMBOL",
     "CYCLE_PERIOD_S",
     "CYCLE_RISE_S",
     "CYCLE_SAFE_DISTANCE",

@@ -198,6 +198,7 @@ class SimAccount:
         self._events = events
         self._order_ids = itertools.count(1_000_000_001)
         self._margin_called: set[Key] = set()  # rows whose margin call went out
+        self._step_hooks: list[Callable[[int], None]] = []
 
     # ---- the API key
 
@@ -345,6 +346,11 @@ class SimAccount:
         self._marks[symbol] = path(self._clock()).quantize(EIGHT_PLACES)
         self._check_margin_calls()
 
+    def on_step(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(server time in ms)`` at every :meth:`step`, once the marks moved and
+        before the market acts on them (a scripted trader, as the demo's cycle uses)."""
+        self._step_hooks.append(hook)
+
     def step(self) -> None:
         """Advance the market once: mark prices drift, or follow their path.
 
@@ -359,6 +365,8 @@ class SimAccount:
                 continue
             drift = Decimal(repr(self._rng.gauss(0, 0.002)))
             self._marks[symbol] = max(EIGHT_PLACES, (mark * (1 + drift)).quantize(EIGHT_PLACES))
+        for hook in self._step_hooks:
+            hook(now)
         self._check_margin_calls()
         if not self.lively:
             return
@@ -371,6 +379,16 @@ class SimAccount:
             self._realise(self._rows[self._rng.choice(closable)])
         else:
             self._open_random()
+
+    def deposit(self, asset: str, amount: str | Decimal) -> None:
+        """Add ``amount`` to an asset's wallet (a deposit or a transfer in)."""
+        wallet = self._asset(asset).wallet + parse_decimal(amount)
+        self._commit("BALANCE", balances={asset: wallet})
+
+    def holds(self, symbol: str, side: str) -> bool:
+        """Whether the account holds a position (not only open orders) in ``symbol``/``side``."""
+        row = self._rows.get((symbol, side))
+        return row is not None and row.amount != 0
 
     def funding_fee(self, symbol: str, amount: str) -> None:
         """Credit (or, negative, debit) a funding fee on ``symbol`` to its margin asset."""
