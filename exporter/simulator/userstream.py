@@ -128,9 +128,10 @@ class UserStreams:
     # ---- userDataStream.* (called by the server, which checks the API key)
 
     def start(self, account: SimAccount) -> dict[str, Any]:
+        self.check()  # a key past its validity expires (with its event) before a new one
         key = self._keys.get(account.name)
         expires = self._now_ms() + KEY_VALIDITY_MS
-        if key is None or key.expires_ms <= self._now_ms():
+        if key is None:
             key = _Key("".join(secrets.choice(_KEY_ALPHABET) for _ in range(64)), expires)
             self._keys[account.name] = key
         key.expires_ms = expires
