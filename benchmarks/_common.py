@@ -21,12 +21,8 @@ from exporter import __version__
 from exporter.config import Config, parse_config
 from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import SimAccount, Simulator
-from exporter.snapshot import (
-    AccountState,
-    RequestDurations,
-    parse_account_status,
-    parse_rate_limits,
-)
+from exporter.snapshot import parse_account_status, parse_rate_limits
+from exporter.state import AccountState, RequestDurations
 
 LOOPBACK = "127.0.0.1"
 #: What Prometheus 2.x/3.x sends when it negotiates OpenMetrics.

@@ -24,6 +24,7 @@ from exporter.http import MetricsServer
 from exporter.landing import AccountStatus, render_landing
 from exporter.listen import listen_error_message
 from exporter.poller import AccountPoller
+from exporter.userstream import UserStream
 from exporter.webconfig import WebConfig
 
 __all__ = [
@@ -49,6 +50,7 @@ class RunningExporter:
     server: MetricsServer
     exposition: Exposition
     pollers: list[AccountPoller]
+    streams: list[UserStream]  # one per account, in the pollers' order; empty when off
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +60,7 @@ async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
     """Serve /metrics and poll every account until the block exits, then stop cleanly."""
     exposition = Exposition(__version__, clock=clock)
     pollers = _pollers(config, exposition, clock)
+    streams = _streams(config, pollers, clock)
     exposition.render_now()
     server = MetricsServer(
         config.listen_host, config.listen_port, exposition.page,
@@ -66,19 +69,21 @@ async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
     try:
         await server.start()
     except OSError as exc:
-        await _close(pollers)
+        await _close(pollers, [])
         raise ListenError(listen_error_message(exc, config.listen_host,
                                                config.listen_port)) from None
     tasks = [asyncio.create_task(exposition.run(), name="exposition")]
     tasks += [asyncio.create_task(poller.run(), name=f"poller-{poller.account.name}")
               for poller in pollers]
+    tasks += [asyncio.create_task(stream.run(), name=f"user-stream-{stream.name}")
+              for stream in streams]
     try:
-        yield RunningExporter(server, exposition, pollers)
+        yield RunningExporter(server, exposition, pollers, streams)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await _close(pollers)
+        await _close(pollers, streams)
         await server.stop()
 
 
@@ -89,7 +94,7 @@ async def poll_once(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> tuple[byt
     try:
         results = await asyncio.gather(*(poller.poll_once() for poller in pollers))
     finally:
-        await _close(pollers)
+        await _close(pollers, [])
     failures = []
     for poller, ok in zip(pollers, results, strict=True):
         error = poller.last_error
@@ -124,11 +129,30 @@ def _pollers(config: Config, exposition: Exposition, clock: Clock) -> list[Accou
     return pollers
 
 
-async def _close(pollers: list[AccountPoller]) -> None:
-    closing = asyncio.gather(*(poller.close() for poller in pollers), return_exceptions=True)
+def _streams(config: Config, pollers: list[AccountPoller], clock: Clock) -> list[UserStream]:
+    """One user data stream per account (none when the stream is off), tied to its poller:
+    the poller sends its requests, polls when it reports a change and publishes its state."""
+    if config.user_stream_endpoint is None:
+        return []
+    streams = [UserStream(poller.account.name, config, request=poller.user_stream_request,
+                          poll_soon=poller.poll_soon, publish=poller.set_stream, clock=clock)
+               for poller in pollers]
+    for poller, stream in zip(pollers, streams, strict=True):
+        poller.set_stream(stream.state)
+    return streams
+
+
+async def _close(pollers: list[AccountPoller], streams: list[UserStream]) -> None:
+    """Close the streams (their userDataStream.stop needs the pollers' connections), then
+    the pollers, all within SHUTDOWN_GRACE."""
+
+    async def close_all() -> None:
+        await asyncio.gather(*(stream.close() for stream in streams), return_exceptions=True)
+        await asyncio.gather(*(poller.close() for poller in pollers), return_exceptions=True)
+
     try:
         async with asyncio.timeout(SHUTDOWN_GRACE):
-            await closing
+            await close_all()
     except TimeoutError:
         log.warning("some connections did not close within %.1fs", SHUTDOWN_GRACE)
 

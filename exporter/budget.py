@@ -20,6 +20,7 @@ __all__ = [
     "REFUSE_SHARE",
     "SESSION_WEIGHT",
     "STATUS_WEIGHT",
+    "USER_STREAM_WEIGHT",
     "WARN_SHARE",
     "Verdict",
     "WeightBudget",
@@ -31,6 +32,7 @@ STATUS_WEIGHT = 5  # v2/account.status
 DETAILS_WEIGHT = 5  # v2/account.position, with position_details
 CONNECT_WEIGHT = 5  # opening a WebSocket API connection
 SESSION_WEIGHT = 2  # session.status and session.logon each
+USER_STREAM_WEIGHT = 1  # userDataStream.start, .ping and .stop each
 WARN_SHARE, REFUSE_SHARE = 0.5, 0.9
 
 
@@ -39,18 +41,22 @@ class WeightBudget:
     """REQUEST_WEIGHT per minute this configuration needs against the per-IP limit.
 
     ``polls`` is what the polls cost per minute, ``clock_checks`` the periodic
-    ``session.status``; ``connects`` (with their clock check and logon) are
-    paid once, counted in the first minute.
+    ``session.status``, ``keepalives`` the user data streams'
+    ``userDataStream.ping``; ``connects`` (with their clock check, logon and
+    listen key) are paid once, counted in the first minute. Polls for account
+    changes the streams report come on top: they depend on the account's
+    activity, and the exporter skips them above :data:`WARN_SHARE`.
     """
 
     polls: float
     clock_checks: float
+    keepalives: float
     connects: float
     limit: int
 
     @property
     def steady_per_minute(self) -> float:
-        return self.polls + self.clock_checks
+        return self.polls + self.clock_checks + self.keepalives
 
     @property
     def first_minute(self) -> float:
@@ -65,19 +71,24 @@ class WeightBudget:
 
         None when no interval fits (the connects alone take more than the share).
         """
-        room = share * self.limit - self.clock_checks - self.connects
+        room = share * self.limit - self.clock_checks - self.keepalives - self.connects
         return math.ceil(poll_interval * self.polls / room) if room > 0 else None
 
 
 def weight_budget(config: Config) -> WeightBudget:
-    """What polling every account costs: its requests per poll, connects and clock checks."""
+    """What polling every account costs: its requests per poll, connects, clock checks and
+    user data stream keepalives."""
     accounts = len(config.accounts)
     per_poll = STATUS_WEIGHT + (DETAILS_WEIGHT if config.position_details else 0)
+    streams = config.user_stream_endpoint is not None
     connects = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
+                   + (USER_STREAM_WEIGHT if streams else 0)
                    for account in config.accounts)
     return WeightBudget(
         polls=accounts * 60 / config.poll_interval * per_poll,
         clock_checks=accounts * 60 / config.clock_sync_interval * SESSION_WEIGHT,
+        keepalives=(accounts * 60 / config.user_stream_keepalive * USER_STREAM_WEIGHT
+                    if streams else 0.0),
         connects=connects,
         limit=config.weight_limit,
     )

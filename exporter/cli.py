@@ -23,7 +23,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.app import ListenError, poll_once, run_exporter, until_signalled
-from exporter.budget import verdict
+from exporter.budget import WARN_SHARE, verdict
 from exporter.config import (
     DEFAULT_PORT,
     Config,
@@ -137,7 +137,8 @@ async def _config_source(args: argparse.Namespace) -> AsyncIterator[tuple[Any, s
                 entry["api_secret"] = account.api_secret
             accounts.append(entry)
         log.info("demo mode: polling %d simulated accounts at %s", len(accounts), simulator.url)
-        yield {"endpoint": simulator.url, "poll_interval": DEMO_POLL_INTERVAL,
+        yield {"endpoint": simulator.url, "user_stream_endpoint": simulator.stream_url,
+               "poll_interval": DEMO_POLL_INTERVAL,
                "listen": os.environ.get(DEMO_LISTEN_ENV) or DEMO_LISTEN,
                "accounts": accounts}, None
 
@@ -172,13 +173,27 @@ def _summary(config: Config, web_config: WebConfig | None, warning: str | None) 
         f"  endpoint: {config.endpoint}",
         f"  poll every {config.poll_interval:g}s, request timeout {config.request_timeout:g}s, "
         f"recvWindow {config.recv_window_ms} ms, stale after {config.stale_after:g}s",
+        f"  user data stream: {_stream_summary(config)}",
         f"  weight: {budget.steady_per_minute:.0f}/min steady, {budget.first_minute:.0f} in the "
-        f"first minute, of {budget.limit} per IP ({budget.usage:.0%})",
+        f"first minute, of {budget.limit} per IP ({budget.usage:.0%})"
+        + (f", plus polls for account changes (skipped above {WARN_SHARE:.0%})"
+           if config.user_stream_endpoint else ""),
         f"  listen: {listen} ({security})",
     ]
     if warning is not None:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)
+
+
+def _stream_summary(config: Config) -> str:
+    if not config.user_stream:
+        return "off (user_stream: false)"
+    if config.user_stream_endpoint is None:
+        return ("off: endpoint is a custom URL, whose user data stream is unknown; set "
+                "user_stream_endpoint to turn it on")
+    return (f"{config.user_stream_endpoint}, keepalive every "
+            f"{config.user_stream_keepalive / 60:g}m, at most one poll for account changes "
+            f"per {config.event_poll_min_gap:g}s")
 
 
 async def _once(config: Config) -> int:

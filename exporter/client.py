@@ -401,7 +401,8 @@ class ApiClient:
     def _note_failure(self) -> None:
         """Schedule the next connection after a jittered exponential backoff."""
         self._failures += 1
-        delay = min(self.backoff_max, self.backoff_min * 2 ** (self._failures - 1))
+        # The exponent is capped: 2**1024 and more overflow a float (after ~17 h of failures).
+        delay = min(self.backoff_max, self.backoff_min * 2 ** min(self._failures - 1, 64))
         self._not_before = self._clock.monotonic() + delay * self._rng.uniform(0.5, 1.0)
 
     async def _drop_connection(self) -> None:

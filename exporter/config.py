@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from exporter.signing import HmacSigner, PrivateKeyError, Signer, load_private_key
 from exporter.yamlfile import (
@@ -50,7 +51,9 @@ __all__ = [
     "DEFAULT_PORT",
     "ENDPOINTS",
     "MAX_RECV_WINDOW_MS",
+    "MAX_USER_STREAM_KEEPALIVE",
     "MIN_FRAME_SIZE",
+    "USER_STREAM_ENDPOINTS",
     "Account",
     "Config",
     "ConfigError",
@@ -64,10 +67,22 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 10317
+# Every Binance URL the exporter knows, in one place.
 ENDPOINTS = {
     "production": "wss://ws-fapi.binance.com/ws-fapi/v1",
     "testnet": "wss://testnet.binancefuture.com/ws-fapi/v1",
 }
+# The user data stream of each endpoint above: since Binance's 2026 routing change,
+# user data is served under the /private route only; the listen key is appended as a
+# path segment (<base>/private/ws/<listenKey>, the form Binance's pages show). See
+# exporter.userstream.stream_url for the query form a configured URL may ask for.
+USER_STREAM_ENDPOINTS = {
+    "production": "wss://fstream.binance.com/private/ws",
+    "testnet": "wss://fstream.binancefuture.com/private/ws",
+}
+# A listen key expires 60 minutes after the last userDataStream.start or .ping; a
+# keepalive must leave room for one that comes late (a ban, a reconnect).
+MAX_USER_STREAM_KEEPALIVE = 45 * 60.0
 MAX_RECV_WINDOW_MS = 60_000
 # The smallest max_frame_size: one v2/account.status answer with dozens of
 # positions and assets is ~10-30 KiB, so a smaller limit would refuse real answers.
@@ -89,6 +104,7 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _UNEXPANDED = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_TEXT = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 _HOST_NAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
@@ -149,6 +165,12 @@ class Config:
     max_frame_size: int = 4 * 1024 * 1024
     position_details: bool = True
     web_config_file: Path | None = field(default=None)
+    user_stream: bool = True
+    #: Where the user data stream connects; None when it is off (``user_stream: false``,
+    #: or a custom ``endpoint`` without ``user_stream_endpoint``).
+    user_stream_endpoint: str | None = USER_STREAM_ENDPOINTS["production"]
+    user_stream_keepalive: float = 1800.0
+    event_poll_min_gap: float = 1.0
 
 
 # Keys accepted at the top level and per account; anything else is an error.
@@ -156,7 +178,8 @@ _TOP_LEVEL_KEYS = {
     "listen", "endpoint", "poll_interval", "request_timeout", "recv_window", "stale_after",
     "reconnect_backoff_min", "reconnect_backoff_max", "connection_lifetime",
     "auth_retry_interval", "clock_sync_interval", "weight_limit", "max_frame_size",
-    "position_details", "web_config_file", "accounts",
+    "position_details", "web_config_file", "accounts", "user_stream", "user_stream_endpoint",
+    "user_stream_keepalive", "event_poll_min_gap",
 }
 _SECRET_FIELDS = ("api_key", "api_secret", "private_key", "private_key_passphrase")
 _ACCOUNT_KEYS = {"name", "session_logon"} | {
@@ -313,7 +336,7 @@ def parse_config(document: object, *, base_dir: Path = Path(".")) -> Config:
         settings["endpoint"] = _parse_endpoint(document["endpoint"])
     for key in ("poll_interval", "request_timeout", "stale_after", "reconnect_backoff_min",
                 "reconnect_backoff_max", "connection_lifetime", "auth_retry_interval",
-                "clock_sync_interval"):
+                "clock_sync_interval", "user_stream_keepalive", "event_poll_min_gap"):
         if key in document:
             settings[key] = parse_duration(document[key], key)
     if "recv_window" in document:
@@ -330,6 +353,7 @@ def parse_config(document: object, *, base_dir: Path = Path(".")) -> Config:
         settings["web_config_file"] = _resolve_path(document["web_config_file"], "web_config_file",
                                                     base_dir)
     _apply_derived_defaults(settings)
+    _resolve_user_stream(document, settings)
     settings["accounts"] = _parse_accounts(document.get("accounts"), base_dir)
     return Config(**settings)
 
@@ -352,6 +376,50 @@ def _apply_derived_defaults(settings: dict[str, Any]) -> None:
     low = settings.setdefault("reconnect_backoff_min", Config.reconnect_backoff_min)
     if settings.setdefault("reconnect_backoff_max", Config.reconnect_backoff_max) < low:
         raise ConfigError("reconnect_backoff_max: must not be less than reconnect_backoff_min")
+
+
+def _resolve_user_stream(document: Mapping[str, Any], settings: dict[str, Any]) -> None:
+    """Whether the user data stream runs, and where: its endpoint follows ``endpoint``.
+
+    A custom ``endpoint`` URL has no known stream endpoint: without
+    ``user_stream_endpoint`` the stream is off (``--check-config`` says so).
+    """
+    keepalive = settings.get("user_stream_keepalive", Config.user_stream_keepalive)
+    if keepalive > MAX_USER_STREAM_KEEPALIVE:
+        raise ConfigError(
+            f"user_stream_keepalive: must be at most {MAX_USER_STREAM_KEEPALIVE / 60:g}m, got "
+            f"{brief(document['user_stream_keepalive'])}: a listen key expires 60 minutes after "
+            "the last keepalive"
+        )
+    enabled = _parse_bool(document.get("user_stream", True), "user_stream")
+    if document.get("user_stream_endpoint") is not None:
+        url: str | None = _parse_stream_endpoint(document["user_stream_endpoint"])
+    else:
+        endpoint = settings.get("endpoint", Config.endpoint)
+        url = next((USER_STREAM_ENDPOINTS[name] for name, api in ENDPOINTS.items()
+                    if api == endpoint), None)
+    settings["user_stream"] = enabled
+    settings["user_stream_endpoint"] = url if enabled else None
+
+
+def _parse_stream_endpoint(value: object) -> str:
+    if isinstance(value, str) and value in USER_STREAM_ENDPOINTS:
+        return USER_STREAM_ENDPOINTS[value]
+    error = ConfigError("user_stream_endpoint: expected production, testnet or a ws:// or "
+                        f"wss:// URL, got {brief(value)}")
+    if not isinstance(value, str) or not _URL_TEXT.fullmatch(value):
+        raise error
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced [ in an IPv6 host
+        raise error from None
+    if parts.scheme not in ("ws", "wss") or not host:
+        raise error
+    if parts.fragment or "listenKey" in parse_qs(parts.query):
+        raise ConfigError("user_stream_endpoint: give the URL without a listenKey or #fragment; "
+                          "the exporter adds the listen key itself")
+    return value
 
 
 def _parse_endpoint(value: object) -> str:

@@ -24,7 +24,13 @@ from prometheus_client.metrics_core import (
 
 from exporter.fields import ASSET_FIELDS, POSITION_DETAIL_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
 from exporter.snapshot import AccountSnapshot, PositionDetails
-from exporter.state import REASONS, AccountState
+from exporter.state import (
+    FORCED_ORDER_KINDS,
+    REASONS,
+    STREAM_ERRORS,
+    STREAM_EVENTS,
+    AccountState,
+)
 
 __all__ = ["PREFIX", "account_families", "build_info", "collect"]
 
@@ -50,6 +56,7 @@ def account_families(states: Iterable[AccountState], now: float) -> list[Metric]
                             for s in ordered]),
         *_rate_limit_families(ordered),
         *_health_families(ordered),
+        *_stream_families(ordered, now),
     ]
 
 
@@ -199,6 +206,58 @@ def _health_families(states: list[AccountState]) -> list[Metric]:
             fields_skipped.add_metric([state.name, kind, field], count)
     return [up, last_success, durations, errors, connections, backoff, clock_offset,
             rows_skipped, fields_skipped]
+
+
+def _stream_families(states: list[AccountState], now: float) -> list[Metric]:
+    """The user data stream: absent for an account whose stream is off."""
+    account = ["account"]
+    up = GaugeMetricFamily(
+        f"{PREFIX}_user_stream_up",
+        "1 while the user data stream is connected with a listen key believed alive (a quiet "
+        "account's stream is up), else 0; absent when the stream is off.", labels=account)
+    events = CounterMetricFamily(
+        f"{PREFIX}_user_stream_events",
+        "Events received on the user data stream, by Binance's event type (e); types outside "
+        "the known list, and frames that cannot be read, count as other.",
+        labels=["account", "event"])
+    last_event = GaugeMetricFamily(
+        f"{PREFIX}_user_stream_last_event_timestamp_seconds",
+        "Binance's own time (E) of the latest event on the user data stream (Unix time); absent "
+        "before the first.", labels=account)
+    connections = CounterMetricFamily(
+        f"{PREFIX}_user_stream_connections",
+        "User data stream connections opened.", labels=account)
+    errors = CounterMetricFamily(
+        f"{PREFIX}_user_stream_errors",
+        "Unplanned ends of a user data stream session, by reason: " + ", ".join(STREAM_ERRORS)
+        + ". A new listen key and connection follow each.", labels=["account", "reason"])
+    forced = CounterMetricFamily(
+        f"{PREFIX}_forced_orders",
+        "Forced orders Binance filled, each counted once when FILLED, by kind from the client "
+        "order id: " + ", ".join(FORCED_ORDER_KINDS) + ".",
+        labels=["account", "symbol", "kind"])
+    margin_calls = GaugeMetricFamily(
+        f"{PREFIX}_margin_call_maint_margin",
+        "Maintenance margin Binance reported with the position's last margin call, in its "
+        "margin asset; shown for stale_after after the call.", labels=_POSITION_LABELS)
+    for state in states:
+        stream = state.stream
+        if stream is None:
+            continue
+        name = [state.name]
+        up.add_metric(name, 1.0 if stream.up else 0.0)
+        for event in STREAM_EVENTS:
+            events.add_metric([state.name, event], stream.events.get(event, 0))
+        if stream.last_event_time is not None:
+            last_event.add_metric(name, stream.last_event_time)
+        connections.add_metric(name, stream.connections)
+        for reason in STREAM_ERRORS:
+            errors.add_metric([state.name, reason], stream.errors.get(reason, 0))
+        for (symbol, kind), count in sorted(stream.forced_orders.items()):
+            forced.add_metric([state.name, symbol, kind], count)
+        for (symbol, side), maint_margin in sorted(stream.live_margin_calls(now).items()):
+            margin_calls.add_metric([state.name, symbol, side], maint_margin)
+    return [up, events, last_event, connections, errors, forced, margin_calls]
 
 
 def _le(bound: float) -> str:

@@ -14,6 +14,12 @@ request lost with its connection is retried once on a new one, ``-1021``
 (clock) triggers a clock measurement and one retry, 429/418 stop all requests
 until the time Binance gives, and auth errors wait ``auth_retry_interval``.
 Every wait is measured on the monotonic clock.
+
+With a user data stream (:mod:`exporter.userstream`), the poller also polls
+when the stream says the account changed (:meth:`AccountPoller.poll_soon`),
+sends the stream's ``userDataStream.*`` requests under the same rules
+(:meth:`AccountPoller.user_stream_request`), and publishes the stream's state
+with its own (:meth:`AccountPoller.set_stream`). It never sees the events.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace as _replace
 from typing import TypeVar
 
+from exporter.budget import WARN_SHARE
 from exporter.client import (
     Answer,
     ApiClient,
@@ -47,7 +54,7 @@ from exporter.snapshot import (
     parse_position_details,
     parse_rate_limits,
 )
-from exporter.state import AccountState
+from exporter.state import AccountState, StreamState
 
 __all__ = [
     "BAN_FALLBACK",
@@ -102,30 +109,120 @@ class AccountPoller:
         self.last_error: RequestError | None = None
         self._repeats = 0  # failures like last_error since it was last logged
         self._logged_at = 0.0
+        self._wake = asyncio.Event()  # poll_soon was called
+        self._events_waiting = False  # the account changed after the last poll started
+        self._event_polled_at: float | None = None  # monotonic start of the last event poll
+        self._logged_skip = False
 
     @property
     def state(self) -> AccountState:
         return self._state
 
+    def poll_soon(self) -> None:
+        """Poll soon: the account changed (its user data stream said so).
+
+        The first such request polls at once; requests that come within
+        ``event_poll_min_gap`` of that poll's start make one more poll at the end
+        of the gap, so a burst of events never queues a poll per event and its
+        last event is always reflected. These polls wait out a backoff or ban like
+        scheduled ones, and are skipped while Binance reports more than
+        :data:`~exporter.budget.WARN_SHARE` of its REQUEST_WEIGHT limit used.
+        """
+        self._events_waiting = True
+        self._wake.set()
+
+    def set_stream(self, stream: StreamState) -> None:
+        """Show ``stream`` as the account's user data stream state, and publish."""
+        self._state = _replace(self._state, stream=stream)
+        self._publish(self._state)
+
+    async def user_stream_request(self, method: str, *, wait: bool = True) -> Answer:
+        """Send a USER_STREAM request (``userDataStream.*``: API key, no signature).
+
+        It goes on the account's connection under the poller's rules: it waits out
+        a backoff or ban first (with ``wait=False`` it raises :class:`RequestError`
+        instead, sending nothing); its failure is counted and may pause every
+        request of the account; the usage reported with its answer is kept.
+        """
+        while (pause := self._paused_until - self._clock.monotonic()) > 0:
+            if not wait:
+                raise RequestError(f"{method} not sent: requests are paused for {pause:.0f}s")
+            await self._clock.sleep(pause)
+        try:
+            answer = await self.client.request(method, {"apiKey": self.account.api_key.reveal()})
+        except RequestError as exc:
+            if isinstance(exc, ApiError):
+                self._keep_rate_limits(exc.rate_limits)
+            self._count_error(exc)
+            self._pause_after(exc)
+            raise
+        else:
+            self._keep_rate_limits(answer.rate_limits)
+            return answer
+        finally:
+            self._note_connections()
+            self._publish(self._state)
+
     async def run(self) -> None:
-        """Poll now, then on a fixed grid of ``poll_interval`` from ``start_delay``."""
+        """Poll now, then on a fixed grid of ``poll_interval`` from ``start_delay``, and
+        when :meth:`poll_soon` asks."""
         interval = self.config.poll_interval
         start = self._clock.monotonic()
         await self._tick()
         next_tick = start + self.start_delay + interval
         while True:
-            await self._clock.sleep(next_tick - self._clock.monotonic())
-            await self._tick()
-            next_tick += interval
-            late = self._clock.monotonic() - next_tick
-            if late > 0:
-                next_tick += math.ceil(late / interval) * interval
+            due = self._event_poll_due()
+            wake_at = next_tick if due is None else min(next_tick, due)
+            await self._clock.wait(self._wake, wake_at - self._clock.monotonic())
+            self._wake.clear()
+            now = self._clock.monotonic()
+            if now >= next_tick:
+                await self._tick()
+                next_tick += interval
+                late = self._clock.monotonic() - next_tick
+                if late > 0:
+                    next_tick += math.ceil(late / interval) * interval
+            elif (due := self._event_poll_due()) is not None and now >= due:
+                await self._event_poll()
+
+    def _event_poll_due(self) -> float | None:
+        """When the next event-driven poll may start (monotonic); None if none is wanted."""
+        if not self._events_waiting:
+            return None
+        due = self._paused_until
+        if self._event_polled_at is not None:
+            due = max(due, self._event_polled_at + self.config.event_poll_min_gap)
+        return due
+
+    async def _event_poll(self) -> None:
+        share = self._weight_share()
+        if share > WARN_SHARE:
+            self._events_waiting = False
+            log.log(logging.DEBUG if self._logged_skip else logging.WARNING,
+                    "account %s: Binance reports %.0f%% of the request weight limit used; "
+                    "polls for account changes are skipped (scheduled polls go on, events are "
+                    "still counted; logged once)", self.account.name, share * 100)
+            self._logged_skip = True
+            return
+        self._event_polled_at = self._clock.monotonic()
+        await self._poll()
+
+    def _weight_share(self) -> float:
+        """The largest share of a REQUEST_WEIGHT limit Binance last reported as used."""
+        return max((limit.used / limit.limit for limit in self._state.rate_limits
+                    if limit.rate_limit_type == "REQUEST_WEIGHT" and limit.limit > 0),
+                   default=0.0)
 
     async def _tick(self) -> None:
-        """One scheduled poll; a bug in it is logged and counted, never ends the loop."""
+        """One scheduled poll, unless requests are paused."""
         if self._clock.monotonic() < self._paused_until:
             log.debug("account %s: backing off, no request this tick", self.account.name)
             return
+        await self._poll()
+
+    async def _poll(self) -> None:
+        """One poll of the loop; a bug in it is logged and counted, never ends the loop."""
+        self._events_waiting = False  # this poll reads what every event so far changed
         try:
             if (self._clock.monotonic() - self._last_clock_sync
                     >= self.config.clock_sync_interval):

@@ -53,6 +53,9 @@ __all__ = [
     "PositionDetails",
     "Problem",
     "RateLimit",
+    "decimal_value",
+    "excerpt",
+    "label_value",
     "parse_account_status",
     "parse_position_details",
     "parse_rate_limits",
@@ -145,7 +148,7 @@ def parse_account_status(result: object, *,
     if None in totals:
         missing = next(f.key for f, v in zip(TOTAL_FIELDS, totals, strict=True) if v is None)
         raise MalformedAnswer(
-            f"result.{missing}: expected a decimal number, got {_show(result.get(missing))}")
+            f"result.{missing}: expected a decimal number, got {excerpt(result.get(missing))}")
     problems: list[Problem] = []
     assets = _rows(result, "assets", "asset", _asset, problems)
     positions = _rows(result, "positions", "position", _position, problems)
@@ -179,7 +182,7 @@ def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem
         limit = _rate_limit(entry)
         if limit is None:
             problems.append(Problem("rate_limit", "malformed", None,
-                                    f"rateLimits[{index}]: {_show(entry)}"))
+                                    f"rateLimits[{index}]: {excerpt(entry)}"))
             continue
         key = (limit.rate_limit_type, limit.interval, limit.interval_num)
         if key not in limits or limits[key].used < limit.used:
@@ -190,9 +193,9 @@ def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem
 def _rate_limit(entry: object) -> RateLimit | None:
     if not isinstance(entry, dict):
         return None
-    kind, interval = _label(entry.get("rateLimitType")), _label(entry.get("interval"))
+    kind, interval = label_value(entry.get("rateLimitType")), label_value(entry.get("interval"))
     number = entry.get("intervalNum")
-    limit, count = _amount(entry.get("limit")), _amount(entry.get("count"))
+    limit, count = decimal_value(entry.get("limit")), decimal_value(entry.get("count"))
     if (kind is None or interval is None or type(number) is not int or not 0 < number < 10**6
             or limit is None or count is None):
         return None
@@ -208,13 +211,13 @@ def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
     entries = result.get(name)
     if not isinstance(entries, list):
         problems.append(Problem(kind, "malformed", None, f"{name}: expected a list, got "
-                                                         f"{_show(entries)}"))
+                                                         f"{excerpt(entries)}"))
         return ()
     rows: dict[tuple[str, ...], Any] = {}
     for index, entry in enumerate(entries):
         where = f"{name}[{index}]"
         if not isinstance(entry, dict):
-            problems.append(Problem(kind, "malformed", None, f"{where}: {_show(entry)}"))
+            problems.append(Problem(kind, "malformed", None, f"{where}: {excerpt(entry)}"))
             continue
         row = parse(entry, where, problems)
         if row is None:
@@ -230,25 +233,25 @@ def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
 def _identity(entry: dict[str, Any], where: str,
               problems: list[Problem]) -> tuple[str | None, str | None]:
     """A position row's (symbol, side); a problem when either is not a usable label."""
-    symbol, side = _label(entry.get("symbol")), _label(entry.get("positionSide"))
+    symbol, side = label_value(entry.get("symbol")), label_value(entry.get("positionSide"))
     if symbol is None or side is None:
         bad = "symbol" if symbol is None else "positionSide"
         problems.append(Problem("position", "bad_identity", None,
-                                f"{where}.{bad}: {_show(entry.get(bad))}"))
+                                f"{where}.{bad}: {excerpt(entry.get(bad))}"))
     return symbol, side
 
 
 def _asset(entry: dict[str, Any], where: str, problems: list[Problem]) -> AssetBalance | None:
-    asset = _label(entry.get("asset"))
+    asset = label_value(entry.get("asset"))
     if asset is None:
         problems.append(Problem("asset", "bad_identity", None,
-                                f"{where}.asset: {_show(entry.get('asset'))}"))
+                                f"{where}.asset: {excerpt(entry.get('asset'))}"))
         return None
     amounts = _row_amounts(entry, ASSET_FIELDS, "asset", where, problems)
     margin_available = entry.get("marginAvailable")
     if margin_available is not None and not isinstance(margin_available, bool):
         problems.append(Problem("asset", "bad_field", "marginAvailable",
-                                f"{where}.marginAvailable: {_show(margin_available)}"))
+                                f"{where}.marginAvailable: {excerpt(margin_available)}"))
         margin_available = None
     update_time = _update_time(entry, "asset", where, problems)
     return AssetBalance(asset, amounts, margin_available, update_time)
@@ -276,14 +279,14 @@ def _position_detail(entry: dict[str, Any], where: str,
         amounts = (*amounts[:_LIQUIDATION], None, *amounts[_LIQUIDATION + 1:])
     adl = entry.get("adl")
     if type(adl) is not int or not 0 <= adl <= 4:
-        problems.append(Problem("position", "bad_field", "adl", f"{where}.adl: {_show(adl)}"))
+        problems.append(Problem("position", "bad_field", "adl", f"{where}.adl: {excerpt(adl)}"))
         adl = None
-    margin_asset = _label(entry.get("marginAsset"))
+    margin_asset = label_value(entry.get("marginAsset"))
     if margin_asset is None:
         problems.append(Problem("position", "bad_field", "marginAsset",
-                                f"{where}.marginAsset: {_show(entry.get('marginAsset'))}"))
+                                f"{where}.marginAsset: {excerpt(entry.get('marginAsset'))}"))
     return PositionDetail(symbol, side, amounts, adl, margin_asset,
-                          _amount(entry.get("positionAmt")))
+                          decimal_value(entry.get("positionAmt")))
 
 
 def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: str,
@@ -293,7 +296,7 @@ def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str,
         for field, value in zip(fields, amounts, strict=True):
             if value is None:
                 problems.append(Problem(kind, "bad_field", field.key,
-                                        f"{where}.{field.key}: {_show(entry.get(field.key))}"))
+                                        f"{where}.{field.key}: {excerpt(entry.get(field.key))}"))
     return amounts
 
 
@@ -303,7 +306,8 @@ def _update_time(entry: Mapping[str, Any], kind: str, where: str,
     value = entry.get("updateTime")
     if type(value) is int and 0 <= value <= _MAX_INTEGER:
         return value / 1000 if value else None
-    problems.append(Problem(kind, "bad_field", "updateTime", f"{where}.updateTime: {_show(value)}"))
+    problems.append(Problem(kind, "bad_field", "updateTime",
+                            f"{where}.updateTime: {excerpt(value)}"))
     return None
 
 
@@ -323,7 +327,7 @@ def _amounts(entry: Mapping[str, Any], fields: tuple[Field, ...]) -> tuple[float
         numbers = tuple(map(float, values))
         if all(map(math.isfinite, numbers)):
             return numbers
-    return tuple(map(_amount, values))
+    return tuple(map(decimal_value, values))
 
 
 @functools.cache
@@ -336,7 +340,7 @@ def _row_of(count: int) -> Callable[[str], re.Match[str] | None]:
     return re.compile(rf"{_DECIMAL_PATTERN}(?:\x00{_DECIMAL_PATTERN}){{{count - 1}}}").fullmatch
 
 
-def _amount(value: object) -> float | None:
+def decimal_value(value: object) -> float | None:
     """A decimal string or JSON number as a finite float; None for anything else."""
     if isinstance(value, str):
         if _DECIMAL.fullmatch(value) is None:
@@ -350,7 +354,7 @@ def _amount(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _label(value: object) -> str | None:
+def label_value(value: object) -> str | None:
     """``value`` if it can be a label value: non-empty text, no control characters."""
     if (isinstance(value, str) and 0 < len(value) <= MAX_LABEL_LENGTH
             and _NOT_LABEL_TEXT.search(value) is None):
@@ -358,7 +362,7 @@ def _label(value: object) -> str | None:
     return None
 
 
-def _show(value: object) -> str:
+def excerpt(value: object) -> str:
     """A short, single-line, escaped rendering of a value for logs and errors."""
     text = repr(value)  # escapes control characters, keeps printable Unicode
     return text if len(text) <= 40 else text[:37] + "..."

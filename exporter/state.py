@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from exporter.snapshot import AccountSnapshot, PositionDetails, RateLimit
 
 __all__ = [
+    "FORCED_ORDER_KINDS",
     "REASONS",
     "SKIPPED_ROW_REASONS",
+    "STREAM_ERRORS",
+    "STREAM_EVENTS",
     "AccountState",
+    "MarginCall",
     "RequestDurations",
+    "StreamState",
 ]
 
 #: Why a request failed: the ``reason`` label of ``binance_futures_request_errors_total``.
@@ -32,6 +37,63 @@ SKIPPED_ROW_REASONS: Mapping[str, tuple[str, ...]] = {
     "position": ("malformed", "bad_identity", "duplicate"),
     "rate_limit": ("malformed",),
 }
+
+
+#: The user data stream's event types (Binance's ``e``) counted by name, each from 0:
+#: ``binance_futures_user_stream_events_total{event}``; any other type counts as ``other``.
+STREAM_EVENTS = (
+    "ACCOUNT_UPDATE", "ORDER_TRADE_UPDATE", "MARGIN_CALL", "TRADE_LITE",
+    "ACCOUNT_CONFIG_UPDATE", "ALGO_UPDATE", "CONDITIONAL_ORDER_TRIGGER_REJECT", "GRID_UPDATE",
+    "STRATEGY_UPDATE", "listenKeyExpired", "other",
+)
+
+#: Why the user data stream was (re)started: ``binance_futures_user_stream_errors_total``.
+#: ``listen_key``: userDataStream.start failed; ``keepalive``: userDataStream.ping failed;
+#: ``connection``: the stream connection could not be opened or broke; ``closed``: the
+#: server closed it; ``expired``: Binance sent ``listenKeyExpired``.
+STREAM_ERRORS = ("listen_key", "keepalive", "connection", "closed", "expired")
+
+#: Kinds of forced orders, from the client order id: ``autoclose-`` (liquidation),
+#: ``adl_autoclose`` (auto-deleveraging), ``settlement_autoclose-`` (delivery settlement).
+FORCED_ORDER_KINDS = ("liquidation", "adl", "settlement")
+
+
+@dataclass(frozen=True, slots=True)
+class MarginCall:
+    """The maintenance margin Binance reported for one position in its last margin call."""
+
+    maint_margin: float
+    expires_at: float  # monotonic: shown until then (its arrival + stale_after)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What the user data stream of one account contributes to /metrics.
+
+    ``up`` is true while the stream is connected with a listen key believed
+    alive; a quiet account's stream is up. ``last_event_time`` is Binance's
+    own time (``E``) of the latest event, epoch seconds.
+    """
+
+    up: bool
+    connections: int
+    errors: Mapping[str, int]  # STREAM_ERRORS -> count
+    events: Mapping[str, int]  # STREAM_EVENTS -> count
+    last_event_time: float | None
+    forced_orders: Mapping[tuple[str, str], int]  # (symbol, kind) -> filled forced orders
+    margin_calls: Mapping[tuple[str, str], MarginCall]  # (symbol, position side) -> last call
+
+    @classmethod
+    def initial(cls) -> StreamState:
+        """Before the first connection: down, every counter at 0."""
+        return cls(up=False, connections=0, errors=dict.fromkeys(STREAM_ERRORS, 0),
+                   events=dict.fromkeys(STREAM_EVENTS, 0), last_event_time=None,
+                   forced_orders={}, margin_calls={})
+
+    def live_margin_calls(self, now: float) -> dict[tuple[str, str], float]:
+        """The maintenance margin of each margin call not yet stale at monotonic ``now``."""
+        return {position: call.maint_margin for position, call in self.margin_calls.items()
+                if now < call.expires_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +142,7 @@ class AccountState:
     clock_offset: float
     rows_skipped: Mapping[tuple[str, str], int]  # (kind, reason) -> count
     fields_skipped: Mapping[tuple[str, str], int]  # (kind, Binance field) -> count
+    stream: StreamState | None = None  # None: the user data stream is off
 
     @classmethod
     def initial(cls, name: str, duration_bounds: Sequence[float]) -> AccountState:

@@ -1,5 +1,6 @@
 """The import rules that keep data flowing one way (config -> client -> poller -> snapshot
--> metrics -> exposition -> http), checked on the source and in fresh interpreters."""
+-> metrics -> exposition -> http; the user stream beside the poller, talking to it through
+callbacks), checked on the source and in fresh interpreters."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ FORBIDDEN = {
     "http": {"client", "poller", "websockets", "simulator"},
     "fields": {"client", "poller", "snapshot", "metrics", "websockets"},
     "clock": {"client", "poller", "websockets"},
+    "streamevents": {"client", "poller", "userstream", "websockets", "simulator"},
+    "userstream": {"poller", "simulator", "metrics", "exposition", "http"},
 }
 
 

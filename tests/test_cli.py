@@ -168,6 +168,52 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
         assert (usage <= 50) is within, result.stdout
 
 
+async def test_check_config_says_whether_the_user_stream_runs_and_counts_its_weight(
+        tmp_path: Path) -> None:
+    accounts = [{"name": f"a{i}", "api_key": "k", "api_secret": "s"} for i in range(10)]
+    path = tmp_path / "config.yaml"
+
+    async def check(**settings: object) -> str:
+        path.write_text(yaml.safe_dump({**settings, "accounts": accounts}))
+        result = await run_cli("--config", str(path), "--check-config")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    on = await check(user_stream_keepalive="1m")
+    assert ("user data stream: wss://fstream.binance.com/private/ws, keepalive every 1m, at "
+            "most one poll for account changes per 1s") in on
+    assert "plus polls for account changes (skipped above 50%)" in on
+    custom = await check(endpoint="ws://127.0.0.1:1/ws-fapi/v1")
+    assert ("user data stream: off: endpoint is a custom URL, whose user data stream is "
+            "unknown; set user_stream_endpoint to turn it on") in custom
+    off = await check(user_stream=False, user_stream_keepalive="1m")
+    assert "user data stream: off (user_stream: false)" in off
+
+    def weights(text: str) -> tuple[int, int]:
+        line = next(line for line in text.splitlines() if "weight:" in line)
+        steady, first = line.split("weight: ")[1].split("/min steady, ")
+        return int(steady), int(first.split(" in the first minute")[0])
+
+    # 10 accounts: a keepalive a minute each, and a userDataStream.start each at start
+    assert weights(on)[0] - weights(off)[0] == 10
+    assert weights(on)[1] - weights(off)[1] == 20
+
+
+async def test_demo_runs_the_user_stream_of_every_account() -> None:
+    cli = await CliProcess.start("--demo")
+    try:
+        async def streams_up() -> bool:
+            _, _, body = await asyncio.to_thread(fetch, cli.url + "/metrics")
+            ups = [value for (name, _), value in parse_metrics(body.decode()).items()
+                   if name == "binance_futures_user_stream_up"]
+            return ups == [1.0, 1.0, 1.0]
+
+        await wait_for(streams_up, timeout=20)
+    finally:
+        assert await cli.stop() == 0, cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 

@@ -93,6 +93,22 @@ async def test_refused_connections_back_off_exponentially_with_a_cap(
     assert simulator.connections_opened == 1
 
 
+async def test_backoff_survives_more_failures_than_a_float_exponent_holds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,100 failures in a row: a day of an unreachable Binance at the 60 s backoff cap.
+    client = ApiClient("ws://127.0.0.1:9/ws-fapi/v1", name="t", backoff_min=0.0,
+                       backoff_max=0.0)
+
+    async def refused() -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(client, "_handshake", refused)
+    for _ in range(1100):
+        with pytest.raises(ConnectionFailed, match="cannot connect"):
+            await client.request("session.status")
+    await client.close()
+
+
 async def test_backoff_longer_than_the_deadline_fails_fast(simulator: Simulator) -> None:
     simulator.refuse_connections = True
     client = ApiClient(simulator.url, name="t", backoff_min=30, backoff_max=30,

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from exporter.config import (
     _TOP_LEVEL_KEYS,
     ENDPOINTS,
+    USER_STREAM_ENDPOINTS,
     ConfigError,
     load_config,
     parse_config,
@@ -85,6 +86,48 @@ def test_endpoint_choices() -> None:
         "ws://127.0.0.1:1/x")
     with pytest.raises(ConfigError, match=r"^endpoint: "):
         parse_config({"endpoint": "https://fapi.binance.com", "accounts": [account()]})
+
+
+def test_user_stream_defaults_follow_the_endpoint() -> None:
+    config = parse_config({"accounts": [account()]})
+    assert config.user_stream and config.user_stream_endpoint == (
+        "wss://fstream.binance.com/private/ws")
+    assert config.user_stream_keepalive == 1800 and config.event_poll_min_gap == 1
+    for endpoint in ("testnet", ENDPOINTS["testnet"]):
+        assert parse_config({"endpoint": endpoint, "accounts": [account()]}).user_stream_endpoint \
+            == USER_STREAM_ENDPOINTS["testnet"] == "wss://fstream.binancefuture.com/private/ws"
+
+
+def test_a_custom_endpoint_has_no_stream_unless_it_is_given() -> None:
+    custom = {"endpoint": "ws://127.0.0.1:1/ws-fapi/v1", "accounts": [account()]}
+    config = parse_config(custom)
+    assert config.user_stream and config.user_stream_endpoint is None
+    given = parse_config({**custom, "user_stream_endpoint": "ws://127.0.0.1:1/private/ws"})
+    assert given.user_stream_endpoint == "ws://127.0.0.1:1/private/ws"
+    query = "wss://fstream.binance.com/private/ws?events=ACCOUNT_UPDATE/MARGIN_CALL"
+    assert parse_config({**custom, "user_stream_endpoint": query}).user_stream_endpoint == query
+    assert parse_config({**custom, "user_stream_endpoint": "testnet"}).user_stream_endpoint == (
+        USER_STREAM_ENDPOINTS["testnet"])
+    off = parse_config({"user_stream": False, "accounts": [account()]})
+    assert not off.user_stream and off.user_stream_endpoint is None
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"user_stream": "yes"}, r"^user_stream: expected true or false"),
+    ({"user_stream_endpoint": "https://fstream.binance.com"}, r"^user_stream_endpoint: "),
+    ({"user_stream_endpoint": "ws://[::1/private/ws"}, r"^user_stream_endpoint: "),
+    ({"user_stream_endpoint": "wss:///private/ws"}, r"^user_stream_endpoint: "),
+    ({"user_stream_endpoint": 5}, r"^user_stream_endpoint: "),
+    ({"user_stream_endpoint": "wss://h/private/ws?listenKey=abc"},
+     r"^user_stream_endpoint: give the URL without a listenKey"),
+    ({"user_stream_keepalive": "46m"}, r"^user_stream_keepalive: must be at most 45m"),
+    ({"user_stream_keepalive": "0s"}, r"^user_stream_keepalive: must be a positive duration"),
+    ({"event_poll_min_gap": "soon"}, r"^event_poll_min_gap: expected a duration"),
+])
+def test_bad_user_stream_settings_name_the_key(settings: dict[str, object],
+                                               problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_config({**settings, "accounts": [account()]})
 
 
 @pytest.mark.parametrize(("listen", "host", "port"), [
@@ -227,7 +270,8 @@ def test_example_config_is_valid_and_shows_every_default(
                   "recv_window_ms", "stale_after", "reconnect_backoff_min",
                   "reconnect_backoff_max", "connection_lifetime", "auth_retry_interval",
                   "clock_sync_interval", "weight_limit", "max_frame_size", "web_config_file",
-                  "position_details"):
+                  "position_details", "user_stream", "user_stream_endpoint",
+                  "user_stream_keepalive", "event_poll_min_gap"):
         assert getattr(from_example, field) == getattr(defaults, field), field
     text = example.read_text(encoding="utf-8")
     shown = set(re.findall(r"^(?:# )?([a-z_]+):", text, re.M))

@@ -72,10 +72,10 @@ async def test_the_shipped_rules_compute_liquidation_distance_from_the_demo(
         return found or None
 
     found = await wait_for(distances, timeout=60)
-    accounts = {series["metric"]["account"] for series in found}
-    assert "demo-oneway" in accounts  # its liquidation cycle always has a price
-    for series in found:
-        assert float(series["value"][1]) > 0  # positive while safe (a short may be > 1)
+    by_position = {(s["metric"]["account"], s["metric"]["symbol"], s["metric"]["position_side"]):
+                   float(s["value"][1]) for s in found}
+    # The liquidation cycle's position always has a price, and is never past it.
+    assert by_position[("demo-oneway", "ETHUSDT", "BOTH")] > 0
     ratios = await wait_for(lambda: query(base, "binance_futures:asset_margin_ratio"),
                             timeout=30)
     assert {series["metric"]["asset"] for series in ratios} >= {"USDT"}

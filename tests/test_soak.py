@@ -28,6 +28,14 @@ have recovered from their previous one (global faults wait until all have),
 so each recovery time measures one fault and not a pile-up; accounts still
 overlap, one being faulted while another recovers.
 
+The user data stream runs too (keepalive every 5 s), and its faults are in
+the deck: a dropped connection (closed or aborted), a silent socket (the key
+forgotten without a word: only the next keepalive notices) and an expired
+key. A stream fault has recovered when the account's stream is up on a new
+connection (``user_stream_connections_total`` grew), as a scrape shows; the
+slowest, the silent socket, takes a keepalive (5 s), a backoff (at most 1 s)
+and a new key and connection.
+
 Bound on recovery, ``MAX_RECOVERY`` = 15 s. The slowest single faults are:
 a 418 ban (at most 4 s here) or a 429 (retryAfter at most 3 s), whose end the
 exporter converts with its last measured clock offset, which may be 3 s stale
@@ -103,6 +111,7 @@ EXPORTER_SETTINGS: dict[str, Any] = {
     "reconnect_backoff_max": "1s",
     "auth_retry_interval": "2s",
     "weight_limit": WEIGHT_LIMIT,
+    "user_stream_keepalive": "5s",
 }
 
 
@@ -149,6 +158,8 @@ class Injection:
     watches: dict[str, Watch] = field(default_factory=dict)  # by account name
     window_end: float = 0.0  # epoch seconds; 0 when the fault has no time window
     recovered_at: dict[str, float] = field(default_factory=dict)  # last_success after it
+    #: A user data stream fault: the stream connections the account had when injected.
+    stream_connections: float | None = None
 
     def settled_at(self, account: str) -> float | None:
         """From when a successful poll of ``account`` counts as recovery; None: not yet known."""
@@ -265,6 +276,12 @@ GLOBAL_FAULTS = ("refuse_connections", "ban_418", "clock_jump")
 #: alone (DONT_FAKE_MONOTONIC).
 FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 LOCAL_CLOCK_STEP = 3600
+STREAM_FAULTS: dict[str, Callable[[Simulator, str], None]] = {
+    "stream_drop": lambda sim, name: sim.user_streams.drop(name),
+    "stream_drop_abrupt": lambda sim, name: sim.user_streams.drop(name, abrupt=True),
+    "stream_silent_socket": lambda sim, name: sim.user_streams.silence(name),
+    "stream_key_expired": lambda sim, name: sim.user_streams.expire(name),
+}
 
 
 class FaultInjector:
@@ -279,10 +296,13 @@ class FaultInjector:
         self.rng = rng
         self.injections: list[Injection] = []
         self._deck: list[str] = []
+        #: Stream connections per account as last scraped (the Observer keeps it current).
+        self.stream_connections: dict[str, float] = {}
 
-    def busy(self) -> set[str]:
-        """Accounts with a fault they have not recovered from."""
+    def busy(self, *, polling_only: bool = False) -> set[str]:
+        """Accounts with a fault they have not recovered from (that can fail a poll)."""
         return {name for injection in self.injections if not injection.recovered
+                and not (polling_only and injection.stream_connections is not None)
                 for name in injection.affected if injection.open_for(name)}
 
     def inject(self) -> Injection | None:
@@ -291,18 +311,22 @@ class FaultInjector:
         if not free:
             return None
         if not self._deck:
-            self._deck = [*ACCOUNT_FAULTS, *GLOBAL_FAULTS]
+            self._deck = [*ACCOUNT_FAULTS, *STREAM_FAULTS, *GLOBAL_FAULTS]
             if self.faketime is not None:
                 self._deck.append("local_clock_step")
             self.rng.shuffle(self._deck)
         feasible = [kind for kind in self._deck
-                    if kind in ACCOUNT_FAULTS or len(free) == len(self.targets)]
+                    if kind not in GLOBAL_FAULTS or len(free) == len(self.targets)]
         if not feasible:
             return None
         kind = feasible[0]
         self._deck.remove(kind)
-        injection = (self._account_fault(kind, self.rng.choice(free))
-                     if kind in ACCOUNT_FAULTS else self._global_fault(kind))
+        if kind in ACCOUNT_FAULTS:
+            injection = self._account_fault(kind, self.rng.choice(free))
+        elif kind in STREAM_FAULTS:
+            injection = self._stream_fault(kind, self.rng.choice(free))
+        else:
+            injection = self._global_fault(kind)
         self.injections.append(injection)
         return injection
 
@@ -315,6 +339,11 @@ class FaultInjector:
         watch = self._watch(target)
         self.sim.inject(ACCOUNT_FAULTS[kind](self.rng, self.sim, target.api_key))
         return Injection(kind, time.time(), (target.name,), {target.name: watch})
+
+    def _stream_fault(self, kind: str, target: Target) -> Injection:
+        before = self.stream_connections.get(target.name, 0.0)
+        STREAM_FAULTS[kind](self.sim, target.name)
+        return Injection(kind, time.time(), (target.name,), stream_connections=before)
 
     def _global_fault(self, kind: str) -> Injection:
         names = tuple(target.name for target in self.targets)
@@ -371,13 +400,20 @@ class Observer:
 
     def observe(self, samples: Samples) -> None:
         self.injector.update()
-        busy = self.injector.busy()
+        busy = self.injector.busy(polling_only=True)  # a stream fault never fails a poll
         for name in self.names:
             up = samples.get(("binance_futures_up", _account(name)))
             last = samples.get(("binance_futures_last_success_timestamp_seconds", _account(name)))
             self._transition(name, up, busy)
             if up == 1 and last is not None:
                 self._recover(name, self._our_time(last))
+            stream_up = samples.get(("binance_futures_user_stream_up", _account(name)))
+            connections = samples.get(("binance_futures_user_stream_connections_total",
+                                       _account(name)))
+            if connections is not None:
+                self.injector.stream_connections[name] = connections
+                if stream_up == 1:
+                    self._recover_stream(name, connections)
 
     def _transition(self, name: str, up: float | None, busy: set[str]) -> None:
         if self.last_up.get(name) == 1 and up == 0:
@@ -401,11 +437,18 @@ class Observer:
 
     def _recover(self, name: str, last_success: float) -> None:
         for injection in self.injector.injections:
-            if not injection.open_for(name):
+            if not injection.open_for(name) or injection.stream_connections is not None:
                 continue
             settled = injection.settled_at(name)
             if settled is not None and last_success > settled:
                 injection.recovered_at[name] = last_success
+
+    def _recover_stream(self, name: str, connections: float) -> None:
+        """A stream fault is over once the stream is up on a connection opened after it."""
+        for injection in self.injector.injections:
+            before = injection.stream_connections
+            if injection.open_for(name) and before is not None and connections > before:
+                injection.recovered_at[name] = time.time()
 
 
 def _account(name: str) -> frozenset[tuple[str, str]]:
@@ -449,9 +492,9 @@ def add_accounts(sim: Simulator) -> tuple[list[Target], list[dict[str, Any]]]:
     return targets, entries
 
 
-def write_config(path: Path, endpoint: str, accounts: list[dict[str, Any]]) -> Path:
-    path.write_text(yaml.safe_dump({"endpoint": endpoint, **EXPORTER_SETTINGS,
-                                    "accounts": accounts}))
+def write_config(path: Path, sim: Simulator, accounts: list[dict[str, Any]]) -> Path:
+    path.write_text(yaml.safe_dump({"endpoint": sim.url, "user_stream_endpoint": sim.stream_url,
+                                    **EXPORTER_SETTINGS, "accounts": accounts}))
     path.chmod(0o600)
     return path
 
@@ -561,8 +604,17 @@ def fill_from_metrics(report: SoakReport, samples: Samples, names: Sequence[str]
             report.successes += int(value)
         elif name == "binance_futures_connections_total":
             report.connections_exporter += int(value)
+        elif name == "binance_futures_user_stream_connections_total":
+            report.stream_connections += int(value)
+        elif name == "binance_futures_user_stream_errors_total":
+            reason = label["reason"]
+            report.stream_errors[reason] = report.stream_errors.get(reason, 0) + int(value)
+        elif name == "binance_futures_user_stream_events_total":
+            report.stream_events += int(value)
     report.polls_exporter = report.successes + sum(report.errors.values())
     report.final_up = {n: samples.get(("binance_futures_up", _account(n))) for n in names}
+    report.final_stream_up = {n: samples.get(("binance_futures_user_stream_up", _account(n)))
+                              for n in names}
 
 
 def fill_faults(report: SoakReport, injections: Sequence[Injection], started: float) -> None:
@@ -591,7 +643,7 @@ async def test_exporter_survives_random_faults_without_leaking(tmp_path: Path) -
     log_path = tmp_path / "exporter.log"
     async with Simulator(seed=SEED, weight_limit=WEIGHT_LIMIT, lively=True) as sim:
         targets, entries = add_accounts(sim)
-        config = write_config(tmp_path / "config.yaml", sim.url, entries)
+        config = write_config(tmp_path / "config.yaml", sim, entries)
         faketime = tmp_path / "faketime" if FAKETIME_LIBRARY.exists() else None
         if faketime is None:
             print(f"\nno {FAKETIME_LIBRARY} (apt-get install faketime): no local clock steps")
@@ -666,6 +718,8 @@ def check(report: SoakReport, problems: list[str]) -> None:
     assert all(value == 1 for value in report.final_up.values()), (
         f"stuck accounts after {QUIET:g}s without faults: {report.final_up}; faults never "
         f"recovered from: {report.unrecovered}")
+    assert all(value == 1 for value in report.final_stream_up.values()), (
+        f"user data streams down after {QUIET:g}s without faults: {report.final_stream_up}")
     assert not report.unrecovered, f"faults never recovered from: {report.unrecovered}"
     # On loopback a poll fails only when a fault makes it fail.
     assert not report.unexplained_downs, f"up fell to 0 without a fault: {report.unexplained_downs}"

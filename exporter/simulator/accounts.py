@@ -11,17 +11,22 @@ precision. Both answers read the same marks: only :meth:`SimAccount.step`
 (the server calls it once per ``v2/account.status``) moves the market.
 
 Every change to balances, positions and open orders goes through one method,
-:meth:`SimAccount._commit`, the place where account events are to be emitted.
+:meth:`SimAccount._commit`, which also emits the change as user data stream
+events (``ACCOUNT_UPDATE``, ``ORDER_TRADE_UPDATE``) to an :class:`EventSink`
+while one listens; a market move that brings a position near its
+liquidation price emits a ``MARGIN_CALL``.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from . import events as spell
 from .margins import (
     ASSET_FIELDS,
     Key,
@@ -34,6 +39,7 @@ from .margins import (
 )
 from .positions import (
     EIGHT_PLACES,
+    Figures,
     Position,
     figures,
     fmt,
@@ -44,7 +50,14 @@ from .positions import (
 )
 from .signing import Verifier
 
-__all__ = ["BASE_PRICES", "TOTAL_FIELDS", "ChangeReason", "SimAccount"]
+__all__ = [
+    "BASE_PRICES",
+    "MARGIN_CALL_DISTANCE",
+    "TOTAL_FIELDS",
+    "ChangeReason",
+    "EventSink",
+    "SimAccount",
+]
 
 _ZERO = Decimal(0)
 
@@ -88,7 +101,37 @@ TOTAL_FIELDS = {
 }
 
 #: Why an account changed (see :meth:`SimAccount._commit`).
-ChangeReason = Literal["FILL", "LIQUIDATION", "BALANCE", "ORDERS"]
+ChangeReason = Literal[
+    "FILL", "LIQUIDATION", "ADL", "SETTLEMENT", "BALANCE", "FUNDING", "ORDERS"
+]
+#: Forced closes: their client order id, order type and execution type. What Binance
+#: sends as the order and execution type of ADL and settlement closes is not documented;
+#: these are guesses (the exporter reads only the client order id and the status).
+_FORCED: dict[str, tuple[Callable[[int, int], str], str, str]] = {
+    "LIQUIDATION": (lambda now, number: f"{spell.LIQUIDATION_PREFIX}{now}{number:06d}",
+                    "LIQUIDATION", "CALCULATED"),
+    "ADL": (lambda now, number: spell.ADL_CLIENT_ID, "LIQUIDATION", "CALCULATED"),
+    "SETTLEMENT": (lambda now, number: f"{spell.SETTLEMENT_PREFIX}{now}{number:06d}",
+                   "MARKET", "CALCULATED"),
+}
+_TRADE: tuple[Callable[[int, int], str], str, str] = (
+    lambda now, number: f"sim-{number}", "MARKET", "TRADE")
+#: A margin call goes out when a position's mark comes within this fraction of its
+#: liquidation price (or beyond it). Binance sends MARGIN_CALL "when the position risk
+#: ratio is too high" without a documented threshold; this one makes the demo's
+#: liquidation cycle (3 % at its closest) send one per cycle.
+MARGIN_CALL_DISTANCE = Decimal("0.05")
+_SMALLEST_AMOUNT = Decimal("0.001")
+
+
+class EventSink(Protocol):
+    """Where an account's user data stream events go (the server's user streams)."""
+
+    def listening(self, account: SimAccount) -> bool:
+        """Whether any stream would receive ``account``'s events now."""
+        ...
+
+    def push(self, account: SimAccount, event: dict[str, Any]) -> None: ...
 
 
 def _price_tick(price: Decimal) -> Decimal:
@@ -129,6 +172,7 @@ class SimAccount:
         clock: Callable[[], int],
         portfolio_margin: bool = False,
         on_revoke: Callable[[SimAccount], None] | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.name = name
         self.api_key = api_key
@@ -151,6 +195,10 @@ class SimAccount:
         self._mark_paths: dict[str, Callable[[int], Decimal]] = {}
         self._assets: dict[str, _Asset] = {}
         self._rows: dict[Key, Position] = {}
+        self._events = events
+        self._order_ids = itertools.count(1_000_000_001)
+        self._margin_called: set[Key] = set()  # rows whose margin call went out
+        self._step_hooks: list[Callable[[int], None]] = []
 
     # ---- the API key
 
@@ -283,6 +331,7 @@ class SimAccount:
         if mark <= 0:
             raise ValueError(f"a mark price must be positive: {price!r}")
         self._marks[symbol] = mark
+        self._check_margin_calls()
 
     def set_mark_path(self, symbol: str, path: Callable[[int], Decimal] | None) -> None:
         """Let ``path(server time in ms)`` give ``symbol``'s mark instead of a random drift.
@@ -295,6 +344,12 @@ class SimAccount:
             return
         self._mark_paths[symbol] = path
         self._marks[symbol] = path(self._clock()).quantize(EIGHT_PLACES)
+        self._check_margin_calls()
+
+    def on_step(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(server time in ms)`` at every :meth:`step`, once the marks moved and
+        before the market acts on them (a scripted trader, as the demo's cycle uses)."""
+        self._step_hooks.append(hook)
 
     def step(self) -> None:
         """Advance the market once: mark prices drift, or follow their path.
@@ -310,6 +365,9 @@ class SimAccount:
                 continue
             drift = Decimal(repr(self._rng.gauss(0, 0.002)))
             self._marks[symbol] = max(EIGHT_PLACES, (mark * (1 + drift)).quantize(EIGHT_PLACES))
+        for hook in self._step_hooks:
+            hook(now)
+        self._check_margin_calls()
         if not self.lively:
             return
         self._liquidate()
@@ -318,9 +376,38 @@ class SimAccount:
         closable = sorted(k for k, r in self._rows.items() if r.amount and not r.kept)
         held = sum(1 for r in self._rows.values() if r.amount)
         if closable and (held >= 5 or self._rng.random() < 0.5):
-            self._realise(self._rng.choice(closable))
+            self._realise(self._rows[self._rng.choice(closable)])
         else:
             self._open_random()
+
+    def deposit(self, asset: str, amount: str | Decimal) -> None:
+        """Add ``amount`` to an asset's wallet (a deposit or a transfer in)."""
+        wallet = self._asset(asset).wallet + parse_decimal(amount)
+        self._commit("BALANCE", balances={asset: wallet})
+
+    def holds(self, symbol: str, side: str) -> bool:
+        """Whether the account holds a position (not only open orders) in ``symbol``/``side``."""
+        row = self._rows.get((symbol, side))
+        return row is not None and row.amount != 0
+
+    def funding_fee(self, symbol: str, amount: str) -> None:
+        """Credit (or, negative, debit) a funding fee on ``symbol`` to its margin asset."""
+        asset = margin_asset(symbol)
+        wallet = self._asset(asset).wallet + parse_decimal(amount)
+        self._commit("FUNDING", balances={asset: wallet}, symbol=symbol)
+
+    def liquidate(self, symbol: str, side: str) -> None:
+        """Let the liquidation engine close a position now (KeyError if there is none)."""
+        row = self._position(symbol, side)
+        self._close(row, "LIQUIDATION", self._liquidation_loss(row))
+
+    def auto_deleverage(self, symbol: str, side: str) -> None:
+        """Close a position by auto-deleveraging, at the mark (KeyError if there is none)."""
+        self._realise(self._position(symbol, side), "ADL")
+
+    def settle(self, symbol: str, side: str) -> None:
+        """Close a position by delivery settlement, at the mark (KeyError if there is none)."""
+        self._realise(self._position(symbol, side), "SETTLEMENT")
 
     def populate(self, positions: int) -> None:
         """Give the account random but plausible balances and ``positions`` positions."""
@@ -357,10 +444,20 @@ class SimAccount:
             leverage=rng.choice(_ISOLATED_LEVERAGES if isolated else _LEVERAGES),
         )
 
-    def _realise(self, key: Key) -> None:
-        """Close a position as the market would: its PnL moves into the wallet."""
-        row = self._rows[key]
-        self._close(row, "FILL", figures(row, self._marks[row.symbol]).unrealized_profit)
+    def _position(self, symbol: str, side: str) -> Position:
+        row = self._rows.get((symbol, side))
+        if row is None or row.amount == 0:
+            raise KeyError(f"no {side} position in {symbol}")
+        return row
+
+    def _realise(self, row: Position, reason: ChangeReason = "FILL") -> None:
+        """Close a position at the mark: its PnL moves into the wallet."""
+        self._close(row, reason, figures(row, self._marks[row.symbol]).unrealized_profit)
+
+    def _liquidation_loss(self, row: Position) -> Decimal:
+        """What a liquidation takes from the wallet: the isolated wallet, or the cross loss."""
+        row_figures = figures(row, self._marks[row.symbol])
+        return -row_figures.isolated_wallet if row.isolated else row_figures.unrealized_profit
 
     def _close(self, row: Position, reason: ChangeReason, realised: Decimal) -> None:
         """Close ``row``'s position, adding ``realised`` to its margin asset's wallet."""
@@ -382,7 +479,7 @@ class SimAccount:
         for row, row_figures in self._row_figures():
             breached = row_figures.isolated_margin <= row_figures.maint_margin
             if row.amount and row.isolated and not row.kept and breached:
-                self._close(row, "LIQUIDATION", -row_figures.isolated_wallet)
+                self._close(row, "LIQUIDATION", self._liquidation_loss(row))
         rows = self._row_figures()
         per_asset = self._per_asset(rows)
         for pool in {frozenset(self._pool(p.margin_asset)) for p, _ in rows}:
@@ -410,28 +507,141 @@ class SimAccount:
         *,
         rows: Mapping[Key, Position | None] | None = None,
         balances: Mapping[str, Decimal] | None = None,
+        symbol: str | None = None,
     ) -> None:
         """Apply one change of the account: the only place balances, rows and orders change.
 
         ``reason`` says what happened: ``"FILL"`` (a trade opened, changed or
-        closed a position, maybe moving PnL into the wallet), ``"LIQUIDATION"``
-        (the liquidation engine closed a position), ``"BALANCE"`` (a wallet
-        changed without a trade: deposit, transfer, adjustment) or ``"ORDERS"``
-        (open orders placed or cancelled). ``rows`` maps
-        (symbol, side) to the new row, or None when the row is gone;
-        ``balances`` maps assets to their new wallet balance. A user data
-        stream emits its ``ACCOUNT_UPDATE`` / ``ORDER_TRADE_UPDATE`` here.
+        closed a position, maybe moving PnL into the wallet), a forced close
+        (``"LIQUIDATION"`` by the liquidation engine, ``"ADL"``, or
+        ``"SETTLEMENT"`` at delivery), ``"BALANCE"`` (a wallet changed without a
+        trade: deposit, transfer, adjustment), ``"FUNDING"`` (a funding fee on
+        ``symbol``) or ``"ORDERS"`` (open orders placed or cancelled). ``rows``
+        maps (symbol, side) to the new row, or None when the row is gone;
+        ``balances`` maps assets to their new wallet balance. While a user data
+        stream listens, the change is emitted as its events.
         """
         now = self._clock()
-        for asset, wallet in (balances or {}).items():
+        rows, balances = rows or {}, balances or {}
+        listening = self._events is not None and self._events.listening(self)
+        before_rows = {key: self._rows.get(key) for key in rows} if listening else {}
+        before_wallets = ({asset: self._asset(asset).wallet for asset in balances}
+                          if listening else {})
+        for asset, wallet in balances.items():
             state = self._asset(asset)
             state.wallet, state.update_time = wallet, now
-        for key, row in (rows or {}).items():
+        for key, row in rows.items():
             if row is None:
                 self._rows.pop(key, None)
             else:
                 self._asset(row.margin_asset)
                 self._rows[key] = row
+        if listening:
+            self._emit(reason, now, before_rows, before_wallets, symbol)
+
+    # ---- user data stream events
+
+    def _emit(self, reason: ChangeReason, now: int, before_rows: Mapping[Key, Position | None],
+              before_wallets: Mapping[str, Decimal], symbol: str | None) -> None:
+        """Push the events of one committed change: orders first, then the account update."""
+        assert self._events is not None
+        for key, old in before_rows.items():
+            asset = margin_asset(key[0])
+            realized = (self._assets[asset].wallet - before_wallets[asset]
+                        if asset in before_wallets else _ZERO)
+            for event in self._order_events(reason, now, old, self._rows.get(key), key,
+                                            realized):
+                self._events.push(self, event)
+        changed = [key for key, old in before_rows.items() if reason != "ORDERS"
+                   and _amount_of(old) != _amount_of(self._rows.get(key))]
+        if not changed and not before_wallets:
+            return
+        rows = self._row_figures()
+        per_asset = self._per_asset(rows)
+        balances = [
+            spell.balance_entry(asset, self._assets[asset].wallet,
+                                per_asset[asset]["crossWalletBalance"],
+                                self._assets[asset].wallet - old
+                                if reason == "BALANCE" else _ZERO)
+            for asset, old in before_wallets.items()
+        ]
+        positions = [self._position_entry(key, before_rows[key]) for key in changed]
+        self._events.push(self, spell.account_update(now, _update_reason(reason, before_wallets,
+                                                                         self._assets),
+                                                     balances, positions, symbol))
+
+    def _position_entry(self, key: Key, old: Position | None) -> dict[str, str]:
+        row = self._rows.get(key)
+        if row is None or row.amount == 0:  # closed: Binance sends the row at amount 0
+            assert old is not None
+            row = replace(old, amount=_ZERO, entry_price=_ZERO)
+        return spell.position_entry(row, figures(row, self._marks[row.symbol]))
+
+    def _order_events(self, reason: ChangeReason, now: int, old: Position | None,
+                      new: Position | None, key: Key,
+                      realized: Decimal) -> list[dict[str, Any]]:
+        """The ORDER_TRADE_UPDATEs of one row's change: a fill (realizing ``realized``), or
+        orders placed or cancelled."""
+        symbol, side = key
+        order_id = next(self._order_ids)
+        if reason == "ORDERS":
+            placed = _order_margin(new) > _order_margin(old)
+            return [spell.order_trade_update(
+                now, symbol=symbol, client_id=f"sim-{order_id}", side="SELL" if side == "SHORT"
+                else "BUY", order_type="LIMIT", quantity=_SMALLEST_AMOUNT, price=_ZERO,
+                execution="NEW" if placed else "CANCELED", status="NEW" if placed
+                else "CANCELED", order_id=order_id, filled=_ZERO, last_filled=_ZERO,
+                realized=_ZERO, position_side=side, trade_id=0)]
+        before, after = _amount_of(old), _amount_of(new)
+        if before == after:
+            return []
+        quantity = abs(after - before)
+        price = (new.entry_price if new is not None and before == 0
+                 else self._marks[symbol])
+        client_id, order_type, execution = _FORCED.get(reason, _TRADE)
+        fills = [quantity]
+        if reason == "LIQUIDATION" and quantity >= 2 * _SMALLEST_AMOUNT:
+            half = (quantity / 2).quantize(_SMALLEST_AMOUNT)
+            fills = [half, quantity - half]  # a liquidation order filled in two parts
+        updates, filled = [], _ZERO
+        for number, part in enumerate(fills, start=1):
+            filled += part
+            updates.append(spell.order_trade_update(
+                now, symbol=symbol, client_id=client_id(now, order_id),
+                side="BUY" if after > before else "SELL", order_type=order_type,
+                quantity=quantity, price=price, execution=execution,
+                status="FILLED" if filled == quantity else "PARTIALLY_FILLED",
+                order_id=order_id, filled=filled, last_filled=part,
+                realized=realized * part / quantity, position_side=side,
+                trade_id=order_id * 10 + number))
+        return updates
+
+    def _check_margin_calls(self) -> None:
+        """Send a MARGIN_CALL for positions that came within MARGIN_CALL_DISTANCE of their
+        liquidation price; each once, until it moves away again."""
+        if self._events is None or not self._events.listening(self):
+            return
+        rows = self._row_figures()
+        prices = self._liquidation_prices(rows)
+        near: dict[Key, tuple[Position, Figures]] = {}
+        for row, row_figures in rows:
+            liquidation = prices.get((row.symbol, row.side), _ZERO)
+            if not row.amount or liquidation <= 0:
+                continue
+            gap = row_figures.mark - liquidation if row.amount > 0 else (
+                liquidation - row_figures.mark)
+            if gap <= MARGIN_CALL_DISTANCE * row_figures.mark:
+                near[(row.symbol, row.side)] = (row, row_figures)
+        calls = [near[key] for key in near if key not in self._margin_called]
+        self._margin_called = set(near)
+        if not calls:
+            return
+        crossed = next((row for row, _ in calls if not row.isolated), None)
+        cross_wallet = (self._per_asset(rows)[crossed.margin_asset]["crossWalletBalance"]
+                        if crossed is not None else None)
+        self._events.push(self, spell.margin_call(
+            self._clock(), [spell.margin_call_entry(row, row_figures)
+                            for row, row_figures in calls], cross_wallet))
 
     def _asset(self, asset: str) -> _Asset:
         return self._assets.setdefault(asset, _Asset(wallet=_ZERO, update_time=self._clock()))
@@ -510,3 +720,22 @@ class SimAccount:
             entry["marginAvailable"] = True
         entry["updateTime"] = updated
         return entry
+
+
+def _amount_of(row: Position | None) -> Decimal:
+    return row.amount if row is not None else _ZERO
+
+
+def _order_margin(row: Position | None) -> Decimal:
+    return row.order_margin if row is not None else _ZERO
+
+
+def _update_reason(reason: ChangeReason, before: Mapping[str, Decimal],
+                   assets: Mapping[str, _Asset]) -> str:
+    """The ``m`` of an ACCOUNT_UPDATE: why Binance says the account changed."""
+    if reason == "FUNDING":
+        return "FUNDING_FEE"
+    if reason == "BALANCE":
+        rise = sum((assets[asset].wallet - old for asset, old in before.items()), _ZERO)
+        return "DEPOSIT" if rise >= 0 else "WITHDRAW"
+    return "ORDER"

@@ -11,6 +11,13 @@ position that drifts toward liquidation and back (the liquidation cycle
 below), so that a Prometheus with the shipped rules sees the
 liquidation-distance warning fire and resolve within a few minutes; another
 has open orders without a position.
+
+On the user data stream the cycle brings a margin call when its position
+comes within 5 % of liquidation, and a forced close: a second, small
+isolated position (:data:`CYCLE_FORCED_SYMBOL`) whose mark crashes through
+its liquidation price while the cycle is in danger, so that the liquidation
+engine closes it. It is opened again (with the lost margin deposited back)
+once the cycle is safe again.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "CYCLE_DANGER_DISTANCE",
     "CYCLE_DANGER_S",
     "CYCLE_FALL_S",
+    "CYCLE_FORCED_SYMBOL",
     "CYCLE_PERIOD_S",
     "CYCLE_RISE_S",
     "CYCLE_SAFE_DISTANCE",
@@ -73,6 +81,12 @@ CYCLE_PERIOD_S = CYCLE_FALL_S + CYCLE_DANGER_S + CYCLE_RISE_S + CYCLE_SAFE_S
 CYCLE_SYMBOL = "ETHUSDT"
 _CYCLE_AMOUNT = "2"
 _CYCLE_LEVERAGE = 5
+#: The cycle's forced close: a small isolated long, liquidated in each danger phase.
+CYCLE_FORCED_SYMBOL = "SOLUSDT"
+_FORCED_AMOUNT = "0.5"
+#: Its mark while the cycle is in danger, as a fraction of its entry price: below the
+#: liquidation price of an isolated long at _CYCLE_LEVERAGE (about 0.80).
+_FORCED_CRASH = Decimal("0.75")
 
 
 def liquidation_cycle_distance(elapsed_ms: int) -> Decimal:
@@ -88,6 +102,16 @@ def liquidation_cycle_distance(elapsed_ms: int) -> Decimal:
     if t < CYCLE_RISE_S:
         return CYCLE_DANGER_DISTANCE + span * t / CYCLE_RISE_S
     return CYCLE_SAFE_DISTANCE
+
+
+def _in_danger(elapsed_ms: int) -> bool:
+    t = elapsed_ms % (CYCLE_PERIOD_S * 1000) / 1000
+    return CYCLE_FALL_S <= t < CYCLE_FALL_S + CYCLE_DANGER_S
+
+
+def _safe_again(elapsed_ms: int) -> bool:
+    t = elapsed_ms % (CYCLE_PERIOD_S * 1000) / 1000
+    return t >= CYCLE_FALL_S + CYCLE_DANGER_S + CYCLE_RISE_S
 
 
 def liquidation_cycle_mark(liquidation_price: Decimal, elapsed_ms: int) -> Decimal:
@@ -178,6 +202,30 @@ def _start_liquidation_cycle(account: SimAccount, start_ms: int) -> None:
     account.set_mark_path(
         CYCLE_SYMBOL, lambda now_ms: liquidation_cycle_mark(liquidation, now_ms - start_ms)
     )
+    _start_forced_close(account, start_ms)
+
+
+def _start_forced_close(account: SimAccount, start_ms: int) -> None:
+    """The cycle's forced close: a position the market liquidates in every danger phase."""
+    entry = BASE_PRICES[CYCLE_FORCED_SYMBOL]
+    _clear(account, CYCLE_FORCED_SYMBOL, "BOTH")
+
+    def open_it() -> None:
+        account.open_position(CYCLE_FORCED_SYMBOL, "BOTH", _FORCED_AMOUNT, str(entry),
+                              isolated=True, leverage=_CYCLE_LEVERAGE)
+
+    open_it()
+    margin = (Decimal(_FORCED_AMOUNT) * entry / _CYCLE_LEVERAGE).quantize(EIGHT_PLACES)
+    account.set_mark_path(
+        CYCLE_FORCED_SYMBOL,
+        lambda now_ms: entry * _FORCED_CRASH if _in_danger(now_ms - start_ms) else entry)
+
+    def reopen(now_ms: int) -> None:
+        if _safe_again(now_ms - start_ms) and not account.holds(CYCLE_FORCED_SYMBOL, "BOTH"):
+            account.deposit("USDT", margin)  # the margin the liquidation took
+            open_it()
+
+    account.on_step(reopen)
 
 
 def _demo_ed25519_pem() -> bytes:

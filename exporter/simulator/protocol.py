@@ -23,17 +23,24 @@ __all__ = [
     "MSG_KEY_FORMAT",
     "MSG_KEY_TYPE",
     "MSG_MALFORMED_REQUEST",
+    "MSG_NO_LISTEN_KEY",
     "MSG_RECV_WINDOW",
     "MSG_TOO_MANY_REQUESTS",
     "PATH",
     "POSITION_METHOD",
+    "STREAM_PATH",
+    "USER_STREAM_METHODS",
     "ApiError",
     "malformed",
 ]
 
 PATH = "/ws-fapi/v1"
+#: The user data stream's route (on fstream.binance.com since the 2026 routing change).
+STREAM_PATH = "/private/ws"
 ACCOUNT_METHOD = "v2/account.status"
 POSITION_METHOD = "v2/account.position"
+#: USER_STREAM methods: API key only, no signature.
+USER_STREAM_METHODS = ("userDataStream.start", "userDataStream.ping", "userDataStream.stop")
 CONNECTION_WEIGHT = 5
 METHOD_WEIGHTS = {
     ACCOUNT_METHOD: 5,
@@ -41,6 +48,7 @@ METHOD_WEIGHTS = {
     "session.status": 2,
     "session.logon": 2,
     "session.logout": 2,
+    **dict.fromkeys(USER_STREAM_METHODS, 1),
 }
 #: Weight charged for frames that are not a request for a known method.
 INVALID_REQUEST_WEIGHT = 1
@@ -66,6 +74,8 @@ MSG_BANNED = (
     "Way too many requests; IP banned until {until}. "
     "Please use the websocket for live updates to avoid bans."
 )
+#: -1125: a userDataStream.ping for a listen key that expired, was stopped or never was.
+MSG_NO_LISTEN_KEY = "This listenKey does not exist."
 #: Not on the futures page: what Binance answers to a frame that is not a JSON
 #: request object is unknown; this is the simulator's choice.
 MSG_MALFORMED_REQUEST = "Malformed request."

@@ -1,4 +1,5 @@
-"""The WebSocket server: a loopback stand-in for ``wss://ws-fapi.binance.com/ws-fapi/v1``.
+"""The WebSocket server: a loopback stand-in for ``wss://ws-fapi.binance.com/ws-fapi/v1``,
+and for the user data stream of ``wss://fstream.binance.com/private/ws``.
 
 :class:`Simulator` accepts WebSocket connections on :data:`~.protocol.PATH`,
 reads one JSON request per text frame and answers it the way Binance's
@@ -9,7 +10,9 @@ status request, so the two answers of a poll share their mark prices),
 REQUEST_WEIGHT counted per calendar minute with ``rateLimits`` in every
 answer, 429 over the limit and 418 while banned, and an id-less 401/-2015
 frame to the connections that use a key when it is revoked. Queued
-:mod:`faults <.faults>` change what a request gets.
+:mod:`faults <.faults>` change what a request gets. The ``userDataStream.*``
+methods and the stream connections on :data:`~.protocol.STREAM_PATH` are
+served by :class:`~.userstream.UserStreams` (``sim.user_streams``).
 """
 
 from __future__ import annotations
@@ -61,10 +64,13 @@ from .protocol import (
     MSG_TOO_MANY_REQUESTS,
     PATH,
     POSITION_METHOD,
+    STREAM_PATH,
+    USER_STREAM_METHODS,
     ApiError,
     malformed,
 )
 from .signing import Verifier
+from .userstream import UserStreams, stream_target
 
 __all__ = ["RequestRecord", "Simulator", "server_time_now"]
 
@@ -158,8 +164,10 @@ class Simulator:
         clock_offset_ms: int = 0,
         lively: bool = True,
         wall: Callable[[], float] = time.time,
+        stream_lifetime: float = 24 * 3600.0,
     ) -> None:
-        """``wall`` is the host's wall clock in epoch seconds (a test may step its own)."""
+        """``wall`` is the host's wall clock in epoch seconds (a test may step its own);
+        user data stream connections close after ``stream_lifetime`` seconds of it."""
         self.host = host
         self._wall = wall
         self.port = port
@@ -180,6 +188,10 @@ class Simulator:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: set[_Connection] = set()
+        #: Listen keys and stream connections; their faults and what they pushed.
+        self.user_streams = UserStreams(self.accounts, now_ms=self.server_time_ms,
+                                        lifetime=stream_lifetime, spawn=self._spawn)
+        self._watcher: asyncio.Task[None] | None = None
 
     # ---- lifecycle
 
@@ -194,9 +206,14 @@ class Simulator:
             close_timeout=1,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._watcher = asyncio.get_running_loop().create_task(self.user_streams.watch())
 
     async def stop(self) -> None:
         """Close the server and every connection; pending delayed answers are dropped."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -222,6 +239,13 @@ class Simulator:
         if self._server is None:
             raise RuntimeError("simulator is not running")
         return f"ws://{self.host}:{self.port}{PATH}"
+
+    @property
+    def stream_url(self) -> str:
+        """The user data stream endpoint, without a listen key (``.../private/ws``)."""
+        if self._server is None:
+            raise RuntimeError("simulator is not running")
+        return f"ws://{self.host}:{self.port}{STREAM_PATH}"
 
     # ---- set-up and control
 
@@ -270,6 +294,7 @@ class Simulator:
             clock=self.server_time_ms,
             portfolio_margin=portfolio_margin,
             on_revoke=self._announce_revocation,
+            events=self.user_streams,
         )
         account.populate(positions)
         self.accounts[name] = account
@@ -326,11 +351,15 @@ class Simulator:
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse_connections:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
-        if urlsplit(request.path).path != PATH:
+        if urlsplit(request.path).path != PATH and stream_target(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        target = stream_target(ws.request.path) if ws.request else None
+        if target is not None:
+            await self.user_streams.serve(ws, *target)
+            return
         self.connections_opened += 1
         query = parse_qs(urlsplit(ws.request.path).query) if ws.request else {}
         conn = _Connection(
@@ -515,6 +544,8 @@ class Simulator:
             if account.lively:
                 account.step()
             return account.result(), account
+        if request.method in USER_STREAM_METHODS:
+            return self._user_stream(conn, request.method, params), None
         if request.method == "session.logon":
             account = self._verify_signed(params)
             if conn.session_revoked:
@@ -527,6 +558,22 @@ class Simulator:
         elif request.method != "session.status":
             raise ApiError(400, -1102, f"Unknown method '{request.method}'.")
         return self._session_status(conn, params), None
+
+    def _user_stream(self, conn: _Connection, method: str,
+                     params: dict[str, Any]) -> dict[str, Any]:
+        """A USER_STREAM request: the API key (the param, else the session's), no signature."""
+        api_key = params.get("apiKey")
+        if api_key is None and conn.account is not None:
+            if conn.session_revoked or conn.account.revoked:
+                raise ApiError(401, -2015, MSG_BAD_KEY)
+            account = conn.account
+        else:
+            account = self._account_for_key(api_key)
+        if method == "userDataStream.start":
+            return self.user_streams.start(account)
+        if method == "userDataStream.ping":
+            return self.user_streams.ping(account, params.get("listenKey"))
+        return self.user_streams.stop(account)
 
     def _session_status(self, conn: _Connection, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -560,6 +607,16 @@ class Simulator:
         if not isinstance(params.get("signature"), str):
             raise malformed("signature")
         timestamp, window = time_params(params)
+        account = self._account_for_key(api_key)
+        if not account.verifier.verify(params):
+            raise ApiError(400, -1022, MSG_BAD_SIGNATURE)
+        self._check_timestamp(timestamp, window)
+        return account
+
+    def _account_for_key(self, api_key: object) -> SimAccount:
+        """The account of an ``apiKey`` param; -1102, -2014 or -2015 as Binance answers."""
+        if not isinstance(api_key, str) or not api_key:
+            raise malformed("apiKey")
         account = self._by_key.get(api_key)
         if account is None:
             if _KEY_FORMAT.fullmatch(api_key):
@@ -567,9 +624,6 @@ class Simulator:
             raise ApiError(401, -2014, MSG_KEY_FORMAT)
         if account.revoked:
             raise ApiError(401, -2015, MSG_BAD_KEY)
-        if not account.verifier.verify(params):
-            raise ApiError(400, -1022, MSG_BAD_SIGNATURE)
-        self._check_timestamp(timestamp, window)
         return account
 
     def _check_timestamp(self, timestamp: int, window: float) -> None:

@@ -48,6 +48,10 @@ class SoakReport:
     connections_exporter: int = 0
     connections_simulator: int = 0
     final_up: dict[str, float | None] = field(default_factory=dict)
+    stream_connections: int = 0
+    stream_errors: dict[str, int] = field(default_factory=dict)
+    stream_events: int = 0
+    final_stream_up: dict[str, float | None] = field(default_factory=dict)
     exit_code: int | None = None
     exit_seconds: float | None = None
 
@@ -93,6 +97,13 @@ class SoakReport:
              f"{self.connections_exporter} / {self.connections_simulator}"),
             ("up at the end", ", ".join(f"{name}={value}" for name, value in
                                         sorted(self.final_up.items()))),
+            ("user data stream: connections / events",
+             f"{self.stream_connections} / {self.stream_events}"),
+            ("user data stream: session ends by reason",
+             ", ".join(f"{reason} {count}" for reason, count in sorted(
+                 self.stream_errors.items()) if count) or "none"),
+            ("user data stream up at the end", ", ".join(
+                f"{name}={value}" for name, value in sorted(self.final_stream_up.items()))),
             ("SIGTERM", f"exit {self.exit_code} after {_seconds(self.exit_seconds)}"),
         ]
 
