@@ -17,6 +17,7 @@ from exporter.config import Config
 __all__ = [
     "CONNECT_WEIGHT",
     "DETAILS_WEIGHT",
+    "MODE_WEIGHT",
     "REFUSE_SHARE",
     "SESSION_WEIGHT",
     "STATUS_WEIGHT",
@@ -30,6 +31,7 @@ __all__ = [
 
 STATUS_WEIGHT = 5  # v2/account.status
 DETAILS_WEIGHT = 5  # v2/account.position, with position_details
+MODE_WEIGHT = 10  # v1 account.status, for the margin mode: at start and with each clock check
 CONNECT_WEIGHT = 5  # opening a WebSocket API connection
 SESSION_WEIGHT = 2  # session.status and session.logon each
 USER_STREAM_WEIGHT = 1  # userDataStream.start, .ping and .stop each
@@ -82,11 +84,11 @@ def weight_budget(config: Config) -> WeightBudget:
     per_poll = STATUS_WEIGHT + (DETAILS_WEIGHT if config.position_details else 0)
     streams = config.user_stream_endpoint is not None
     connects = sum(CONNECT_WEIGHT + SESSION_WEIGHT * (2 if account.session_logon else 1)
-                   + (USER_STREAM_WEIGHT if streams else 0)
+                   + MODE_WEIGHT + (USER_STREAM_WEIGHT if streams else 0)
                    for account in config.accounts)
     return WeightBudget(
         polls=accounts * 60 / config.poll_interval * per_poll,
-        clock_checks=accounts * 60 / config.clock_sync_interval * SESSION_WEIGHT,
+        clock_checks=accounts * 60 / config.clock_sync_interval * (SESSION_WEIGHT + MODE_WEIGHT),
         keepalives=(accounts * 60 / config.user_stream_keepalive * USER_STREAM_WEIGHT
                     if streams else 0.0),
         connects=connects,

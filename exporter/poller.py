@@ -51,6 +51,7 @@ from exporter.snapshot import (
     PositionDetails,
     Problem,
     parse_account_status,
+    parse_margin_mode,
     parse_position_details,
     parse_rate_limits,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "BAN_FALLBACK",
     "DETAILS_METHOD",
     "DURATION_BUCKETS",
+    "MODE_METHOD",
     "STATUS_METHOD",
     "AccountPoller",
 ]
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 
 STATUS_METHOD = "v2/account.status"
 DETAILS_METHOD = "v2/account.position"
+MODE_METHOD = "account.status"  # v1: the only one with multiAssetsMargin
 BAN_FALLBACK = 120.0  # Binance's shortest IP ban, when it does not say how long
 # Round trips to Binance range from a few ms (co-located) to seconds (far away).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -113,6 +116,7 @@ class AccountPoller:
         self._events_waiting = False  # the account changed after the last poll started
         self._event_polled_at: float | None = None  # monotonic start of the last event poll
         self._logged_skip = False
+        self._last_mode_check: float | None = None  # monotonic; None: never read
 
     @property
     def state(self) -> AccountState:
@@ -227,6 +231,9 @@ class AccountPoller:
             if (self._clock.monotonic() - self._last_clock_sync
                     >= self.config.clock_sync_interval):
                 await self._sync_clock_quietly()
+            if (self._last_mode_check is None or self._clock.monotonic() - self._last_mode_check
+                    >= self.config.clock_sync_interval):
+                await self._read_margin_mode()
             await self.poll_once()
         except Exception:
             log.exception("account %s: unexpected error while polling", self.account.name)
@@ -359,6 +366,29 @@ class AccountPoller:
             self._publish(self._state)
         finally:
             self._note_connections()
+
+    async def _read_margin_mode(self) -> None:
+        """Read which margin mode is on, at start and every ``clock_sync_interval``.
+
+        Only v1 ``account.status`` (weight 10) says it; the totals of
+        ``v2/account.status`` mean USDT in one mode and USD in the other. A
+        failure is counted and the last known mode kept.
+        """
+        self._last_mode_check = self._clock.monotonic()
+        try:
+            answer = await self._fetch(MODE_METHOD, lambda answer: answer)
+            multi_assets = parse_margin_mode(answer.result)
+        except MalformedAnswer as exc:
+            self._count_error(BadResponse(str(exc)))
+            log.info("account %s: margin mode unreadable: %s", self.account.name, exc)
+        except RequestError as exc:
+            self._count_error(exc)
+            self._pause_after(exc)
+            log.info("account %s: margin mode not read (%s): %s", self.account.name,
+                     exc.reason, exc)
+        else:
+            self._state = _replace(self._state, multi_assets=multi_assets)
+        self._publish(self._state)
 
     def _timestamp(self) -> int:
         return int((self._clock.time() + self._state.clock_offset) * 1000)

@@ -57,6 +57,7 @@ __all__ = [
     "excerpt",
     "label_value",
     "parse_account_status",
+    "parse_margin_mode",
     "parse_position_details",
     "parse_rate_limits",
 ]
@@ -164,6 +165,15 @@ def parse_position_details(result: object, *,
     problems: list[Problem] = []
     rows = _rows({"positions": result}, "positions", "position", _position_detail, problems)
     return PositionDetails(rows, received_at), tuple(problems)
+
+
+def parse_margin_mode(result: object) -> bool:
+    """True in multi-assets mode, from v1 ``account.status``'s ``multiAssetsMargin``."""
+    mode = result.get("multiAssetsMargin") if isinstance(result, dict) else None
+    if not isinstance(mode, bool):
+        raise MalformedAnswer(f"result.multiAssetsMargin: expected true or false, got "
+                              f"{excerpt(mode)}")
+    return mode
 
 
 def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem, ...]]:

@@ -124,7 +124,8 @@ class AccountState:
     the last good ``v2/account.position`` answer; each is shown until its
     expiry (its success + ``stale_after``, on the monotonic clock) and then
     dropped, while the health fields are always shown. ``backoff_until`` is
-    the wall-clock time exported for the current pause (0: none).
+    the wall-clock time exported for the current pause (0: none). The margin
+    mode (``multi_assets``) is a setting of the account, shown once known.
     """
 
     name: str
@@ -143,6 +144,7 @@ class AccountState:
     rows_skipped: Mapping[tuple[str, str], int]  # (kind, reason) -> count
     fields_skipped: Mapping[tuple[str, str], int]  # (kind, Binance field) -> count
     stream: StreamState | None = None  # None: the user data stream is off
+    multi_assets: bool | None = None  # the margin mode, once read; None: not known yet
 
     @classmethod
     def initial(cls, name: str, duration_bounds: Sequence[float]) -> AccountState:

@@ -152,15 +152,15 @@ async def test_weight_budget_above_half_warns_and_names_a_fitting_interval(
                                     "poll_interval": "4s", "accounts": accounts}))
     result = await run_cli("--config", str(path), "--check-config")
     assert result.returncode == 0
-    # 12 x (15 polls x (5 status + 5 position details) + 0.1 clock checks x 2)
-    assert "weight: 1802/min steady" in result.stdout
-    assert "warning: " in result.stdout and "poll_interval 7s or more would fit" in result.stdout
+    # 12 x (15 polls x (5 status + 5 position details) + 0.1 x (2 clock check + 10 mode))
+    assert "weight: 1814/min steady" in result.stdout
+    assert "warning: " in result.stdout and "poll_interval 8s or more would fit" in result.stdout
     cli = await CliProcess.start("--config", str(path))
     await cli.stop()
     warnings = [line for line in cli.lines if "WARNING exporter:" in line]
-    assert len(warnings) == 1 and "poll_interval 7s or more would fit" in warnings[0], warnings
-    # the advice is true: at 7 s the first minute is within half the limit, at 6 s it is not
-    for interval, within in (("7s", True), ("6s", False)):
+    assert len(warnings) == 1 and "poll_interval 8s or more would fit" in warnings[0], warnings
+    # the advice is true: at 8 s the first minute is within half the limit, at 7 s it is not
+    for interval, within in (("8s", True), ("7s", False)):
         path.write_text(yaml.safe_dump({"endpoint": "ws://127.0.0.1:1/ws-fapi/v1",
                                         "poll_interval": interval, "accounts": accounts}))
         result = await run_cli("--config", str(path), "--check-config")

@@ -150,16 +150,16 @@ async def test_polls_for_events_wait_out_a_ban(sim: Simulator, clock: SteppedClo
 
 async def test_above_the_warn_share_event_polls_are_skipped_and_said_once(
         clock: SteppedClock, caplog: pytest.LogCaptureFixture) -> None:
-    async with Simulator(seed=5, lively=False, wall=clock.time, weight_limit=40) as sim:
+    async with Simulator(seed=5, lively=False, wall=clock.time, weight_limit=60) as sim:
         account = sim.add_account("oneway", api_key=HMAC_KEY, api_secret=HMAC_SECRET)
         clock.step_wall(1.5 - clock.time() % 60)  # early in a minute: weight counts from 0
         with caplog.at_level(logging.DEBUG, logger="exporter.poller"):
             async with exporting(sim, clock, poll_interval="5m") as running:
-                # connect 5, clock 2, key 1, status and position details 10: 18 of 40
+                # connect 5, clock 2, margin mode 10, key 1, status and details 10: 28 of 60
                 polls = statuses(sim)
-                account.funding_fee("BTCUSDT", "1")  # a poll: 28 of 40, 70 %
+                account.funding_fee("BTCUSDT", "1")  # a poll: 38 of 60, 63 %
                 await wait_for(lambda: statuses(sim) == polls + 1)
-                await wait_for(lambda: running.pollers[0].state.rate_limits[0].used == 28)
+                await wait_for(lambda: running.pollers[0].state.rate_limits[0].used == 38)
                 for event in range(2, 5):
                     await clock.advance(2)
                     account.funding_fee("BTCUSDT", "1")
@@ -170,7 +170,7 @@ async def test_above_the_warn_share_event_polls_are_skipped_and_said_once(
                 skips = [r for r in caplog.records if "are skipped" in r.getMessage()]
                 assert len(skips) == 3 and [r.levelno for r in skips] == [
                     logging.WARNING, logging.DEBUG, logging.DEBUG]
-                await clock.advance(300)  # a scheduled poll in a new minute: 10 of 40
+                await clock.advance(300)  # a scheduled poll in a new minute: 10 of 60
                 await wait_for(lambda: statuses(sim) == polls + 2)
                 account.funding_fee("BTCUSDT", "1")
                 await wait_for(lambda: statuses(sim) == polls + 3)
@@ -242,7 +242,7 @@ async def test_a_quiet_account_spends_only_keepalive_weight(sim: Simulator,
         assert stream_of(running).state.up
     assert methods(sim, since) == Counter({
         STATUS: 12, "v2/account.position": 12,  # the scheduled polls, nothing more
-        "session.status": 1,  # clock_sync_interval
+        "session.status": 1, "account.status": 1,  # clock_sync_interval: clock, margin mode
         "userDataStream.ping": 6,  # the keepalives: every 10 minutes
         "userDataStream.stop": 1,  # at shutdown
     })

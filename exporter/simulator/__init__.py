@@ -102,6 +102,7 @@ from .margins import ASSET_FIELDS
 from .positions import MAINT_MARGIN_RATE
 from .protocol import (
     ACCOUNT_METHOD,
+    ACCOUNT_V1_METHOD,
     CONNECTION_WEIGHT,
     DEFAULT_RECV_WINDOW,
     INVALID_REQUEST_WEIGHT,
@@ -129,6 +130,7 @@ from .userstream import KEY_VALIDITY_MS, UserStreams
 
 __all__ = [
     "ACCOUNT_METHOD",
+    "ACCOUNT_V1_METHOD",
     "ADL_CLIENT_ID",
     "ASSET_FIELDS",
     "BASE_PRICES",

@@ -693,6 +693,18 @@ class SimAccount:
             if symbol is None or row.symbol == symbol
         ]
 
+    def v1_result(self) -> dict[str, Any]:
+        """The ``result`` of v1 ``account.status`` (weight 10) at the current marks.
+
+        Besides the v2 fields it says which margin mode is on
+        (``multiAssetsMargin``), which no v2 method does. Binance's v1 rows carry
+        more fields than v2's (leverage, entry price, ...); they are left out
+        here, as the exporter reads only the mode from this method.
+        """
+        return {"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True,
+                "updateTime": 0, "multiAssetsMargin": self.multi_assets, "tradeGroupId": -1,
+                **self.result()}
+
     def result(self) -> dict[str, Any]:
         """The ``result`` object of a v2/account.status answer for the current state."""
         rows = self._row_figures()

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "ACCOUNT_METHOD",
+    "ACCOUNT_V1_METHOD",
     "CONNECTION_WEIGHT",
     "DEFAULT_RECV_WINDOW",
     "INVALID_REQUEST_WEIGHT",
@@ -39,12 +40,15 @@ PATH = "/ws-fapi/v1"
 STREAM_PATH = "/private/ws"
 ACCOUNT_METHOD = "v2/account.status"
 POSITION_METHOD = "v2/account.position"
+#: v1 Account Information: the only account method that says which margin mode is on.
+ACCOUNT_V1_METHOD = "account.status"
 #: USER_STREAM methods: API key only, no signature.
 USER_STREAM_METHODS = ("userDataStream.start", "userDataStream.ping", "userDataStream.stop")
 CONNECTION_WEIGHT = 5
 METHOD_WEIGHTS = {
     ACCOUNT_METHOD: 5,
     POSITION_METHOD: 5,
+    ACCOUNT_V1_METHOD: 10,
     "session.status": 2,
     "session.logon": 2,
     "session.logout": 2,

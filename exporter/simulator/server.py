@@ -52,6 +52,7 @@ from .faults import (
 from .frames import ParsedRequest, parse_frame, symbol_param, time_params
 from .protocol import (
     ACCOUNT_METHOD,
+    ACCOUNT_V1_METHOD,
     CONNECTION_WEIGHT,
     INVALID_REQUEST_WEIGHT,
     METHOD_WEIGHTS,
@@ -533,12 +534,14 @@ class Simulator:
 
     def _dispatch(self, conn: _Connection, request: ParsedRequest) -> tuple[Any, SimAccount | None]:
         params = request.params
-        if request.method in (ACCOUNT_METHOD, POSITION_METHOD):
+        if request.method in (ACCOUNT_METHOD, POSITION_METHOD, ACCOUNT_V1_METHOD):
             account = self._authenticate(conn, params)
             if account.portfolio_margin:
                 raise ApiError(401, -2015, MSG_BAD_KEY)
             if request.method == POSITION_METHOD:
                 return account.position_result(symbol_param(params, account.knows)), account
+            if request.method == ACCOUNT_V1_METHOD:
+                return account.v1_result(), None
             # The market moves once per poll, on its first request: both answers of a
             # poll (status, then positions) describe the same marks.
             if account.lively:
