@@ -55,6 +55,7 @@ CONTRACT_METRICS: frozenset[str] = frozenset(
         "binance_futures_connections_total",
         "binance_futures_backoff_until_timestamp_seconds",
         "binance_futures_clock_offset_seconds",
+        "binance_futures_account_multi_assets_mode",
         "binance_futures_exporter_build_info",
         # rows of an answer skipped by the tolerant reader (issue 10)
         "binance_futures_answer_rows_skipped_total",
