@@ -36,15 +36,12 @@ from benchmarks._common import (
     state_from_frame,
 )
 from exporter import __version__
+from exporter.exposition import Exposition, Page, render_page
+from exporter.metrics import collect
 from exporter.poller import DURATION_BUCKETS
-from exporter.exposition import Exposition, Page, collect, render_page
 from exporter.simulator import Simulator
-from exporter.snapshot import (
-    AccountState,
-    RequestDurations,
-    parse_account_status,
-    parse_rate_limits,
-)
+from exporter.snapshot import parse_account_status, parse_rate_limits
+from exporter.state import AccountState
 
 GOAL_MS = 5.0
 WHOLE_POLL = "whole poll: json.loads + parse + AccountState"
@@ -69,22 +66,14 @@ def measure(fn: Callable[[], object], iterations: int, batches: int = 5) -> tupl
     return statistics.median(cpu_times), statistics.median(wall_times)
 
 
-def empty_state(name: str) -> AccountState:
-    """A poller's state before its first success (as ``AccountPoller.__init__`` builds it)."""
-    return AccountState(
-        name=name, snapshot=None, expires_at=0.0, rate_limits=(), up=False, last_success=None,
-        errors={}, connections=1, durations=RequestDurations.empty(DURATION_BUCKETS),
-        backoff_until=0.0, clock_offset=0.0)
-
-
 def received_state(base: AccountState, message: dict[str, Any]) -> AccountState:
     """What the poller does with a decoded answer: parse it, then two ``replace`` calls."""
     received_at = time.time()
-    snapshot = parse_account_status(message["result"], received_at=received_at)
-    state = replace(base, rate_limits=parse_rate_limits(message["rateLimits"]),
-                    durations=base.durations.observe(0.012))
+    snapshot, _ = parse_account_status(message["result"], received_at=received_at)
+    rate_limits, _ = parse_rate_limits(message["rateLimits"])
+    state = replace(base, rate_limits=rate_limits, durations=base.durations.observe(0.012))
     return replace(state, snapshot=snapshot, up=True, last_success=received_at,
-                   expires_at=received_at + 45.0, backoff_until=0.0)
+                   expires_at=time.monotonic() + 45.0, backoff_until=0.0)
 
 
 def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
@@ -94,7 +83,7 @@ def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
     private to ``exporter.client`` and cost nothing next to these.
     """
     message = json.loads(frame)
-    base = empty_state(name)
+    base = AccountState.initial(name, DURATION_BUCKETS)
     return {
         "json.loads of the frame": lambda: json.loads(frame),
         "parse_account_status + parse_rate_limits": lambda: (
@@ -107,7 +96,7 @@ def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
 
 def render_steps(states: list[AccountState]) -> dict[str, Callable[[], object]]:
     """render_page and its parts: collect, both encoders, both gzips."""
-    now = time.time()
+    now = time.monotonic()
     families = collect(states, now, __version__)
     collector = _Families(families)
     text = exposition.generate_latest(collector)  # type: ignore[arg-type]
@@ -154,7 +143,7 @@ class _Families:
 
 def samples_in(states: list[AccountState]) -> tuple[int, int]:
     """Number of samples and bytes of the text page."""
-    page = render_page(states, time.time(), __version__)
+    page = render_page(states, time.monotonic(), __version__)
     lines = [line for line in page.text.split(b"\n") if line and not line.startswith(b"#")]
     return len(lines), len(page.text)
 
@@ -163,7 +152,7 @@ def small_states(accounts: int) -> list[AccountState]:
     """The footprint benchmark's page: one-way accounts with 3 positions each."""
     sim = Simulator(seed=5, lively=False)
     add_accounts(sim, accounts)
-    now = time.time()
+    now = time.monotonic()
     return [state_from_frame(account_name(i), answer_frame(sim.accounts[account_name(i)]), now)
             for i in range(accounts)]
 
@@ -199,8 +188,9 @@ def main() -> None:
 
     pages = [
         (f"1 account x {positions} positions", [state_from_frame(account_name(0), frame,
-                                                                 time.time())]),
-        (f"10 accounts x {positions} positions", big_states(10, args.symbols, time.time())),
+                                                                 time.monotonic())]),
+        (f"10 accounts x {positions} positions",
+         big_states(10, args.symbols, time.monotonic())),
         ("10 accounts x 3 positions (footprint)", small_states(10)),
     ]
     for title, states in pages:

@@ -43,9 +43,10 @@ from benchmarks._common import (
     print_table,
 )
 from exporter import __version__
+from exporter.exposition import Exposition, render_page
 from exporter.http import MetricsServer
-from exporter.exposition import Exposition, collect, render_page
-from exporter.snapshot import AccountState
+from exporter.metrics import collect
+from exporter.state import AccountState
 
 GOAL_P99_MS = 5.0
 VARIANTS: dict[str, dict[str, str]] = {
@@ -64,7 +65,7 @@ def serve(conn: Connection, accounts: int, symbols: int) -> None:
 
     async def run() -> None:
         exposition = Exposition(__version__)
-        for state in big_states(accounts, symbols, time.time()):
+        for state in big_states(accounts, symbols, time.monotonic()):
             exposition.publish(state)
         exposition.render_now()
         server = MetricsServer(LOOPBACK, 0, exposition.page, version=__version__)
@@ -87,7 +88,7 @@ class StatesCollector:
         self._states = states
 
     def collect(self) -> Iterable[Metric]:
-        return collect(self._states, time.time(), __version__)
+        return collect(self._states, time.monotonic(), __version__)
 
 
 def timed(fn: object, repeat: int) -> list[float]:
@@ -110,7 +111,7 @@ def render_figures(states: list[AccountState], repeat: int) -> dict[str, float]:
         "generate_latest (OpenMetrics)": percentile(
             timed(lambda: openmetrics.generate_latest(registry), repeat), 50),
         "render_page (once per change: both formats + gzip)": percentile(
-            timed(lambda: render_page(states, time.time(), __version__), repeat), 50),
+            timed(lambda: render_page(states, time.monotonic(), __version__), repeat), 50),
     }
 
 
@@ -178,8 +179,8 @@ def main() -> None:
     print_header(f"scrape_latency: {args.accounts} accounts x {args.symbols} symbols x 2 sides",
                  "python -m benchmarks.scrape_latency " + " ".join(sys.argv[1:]))
 
-    states = big_states(args.accounts, args.symbols, time.time())
-    page = render_page(states, time.time(), __version__)
+    states = big_states(args.accounts, args.symbols, time.monotonic())
+    page = render_page(states, time.monotonic(), __version__)
     samples = sum(1 for line in page.text.split(b"\n") if line and not line.startswith(b"#"))
     print(f"page: {samples:,} samples; text {len(page.text):,} B, gzip {len(page.text_gzip):,} B, "
           f"OpenMetrics {len(page.openmetrics):,} B, gzip {len(page.openmetrics_gzip):,} B\n")
