@@ -162,13 +162,41 @@ def big_simulated_account(sim: Simulator, index: int, symbols: int) -> SimAccoun
     return account
 
 
-def answer_frame(account: SimAccount, request_id: int = 1) -> str:
+def answer_frame(account: SimAccount, request_id: int = 1,
+                 result: dict[str, Any] | None = None) -> str:
     """The text frame Binance would send for one ``v2/account.status`` of ``account``."""
     return json.dumps({
-        "id": request_id, "status": 200, "result": account.result(),
+        "id": request_id, "status": 200, "result": result or account.result(),
         "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                         "intervalNum": 1, "limit": 2400, "count": 45}],
     })
+
+
+#: The amounts that follow the mark price, so change on every answer in a live market.
+MARKET_FIELDS = frozenset({
+    "unrealizedProfit", "notional", "initialMargin", "maintMargin", "marginBalance",
+    "positionInitialMargin", "crossUnPnl", "availableBalance", "maxWithdrawAmount",
+    "totalUnrealizedProfit", "totalMarginBalance", "totalMaintMargin", "totalInitialMargin",
+    "totalPositionInitialMargin", "totalCrossUnPnl",
+})
+
+
+def market_frames(account: SimAccount, count: int, seed: int = 1) -> list[str]:
+    """``count`` successive answers of ``account`` while the market moves: every amount of
+    :data:`MARKET_FIELDS` drifts between two answers, the rest stays."""
+    rng = random.Random(seed)
+    result = account.result()
+
+    def moved(entry: dict[str, Any]) -> dict[str, Any]:
+        return {key: f"{float(value) * (1 + rng.gauss(0, 0.002)):.8f}"
+                if key in MARKET_FIELDS else value for key, value in entry.items()}
+
+    frames = []
+    for number in range(count):
+        result = {**moved(result), "assets": [moved(a) for a in result["assets"]],
+                  "positions": [moved(p) for p in result["positions"]]}
+        frames.append(answer_frame(account, number, result))
+    return frames
 
 
 def state_from_frame(name: str, frame: str, now: float,

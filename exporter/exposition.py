@@ -10,13 +10,17 @@ reference (:func:`render_page`) and the bytes served are theirs, byte for byte.
 How a render stays cheap:
 
 - **Per account, once per change.** Each account's samples are encoded when
-  its state changed (or something it showed went stale), one chunk per
-  family; the page is every family's header followed by that family's chunk
+  its state changed (or something it showed went stale), as pieces per
+  family; the page is every family's header followed by that family's pieces
   of every account, in account order.
-- **Encoded directly, shared by both formats.** A sample line is the series'
-  prefix (name and labels, escaped as prometheus_client escapes them), built
-  once per block of samples that share their labels and cached per account,
-  then the value as prometheus_client's ``floatToGoString`` writes it. Sample
+- **Encoded directly, shared by both formats, column by column.** A sample
+  line is the series' prefix (name and labels, escaped as prometheus_client
+  escapes them), kept per account while the rows stay, then the value as
+  prometheus_client's ``floatToGoString`` writes it. An account's table
+  (:class:`~exporter.metrics.Table`) is written a column (one family) at a
+  time: a column whose values did not change since the account's last
+  encoding is reused, and a changed one is formatted without Python code per
+  sample where the values allow (finite floats below 1e6: ``repr``). Sample
   lines are the same in the text format and OpenMetrics; only the HELP/TYPE
   headers (counters are named differently), the own metrics and ``# EOF``
   differ, and those come from prometheus_client's encoders.
@@ -43,6 +47,8 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import ge
 from typing import NamedTuple
 
 from prometheus_client import ProcessCollector, exposition
@@ -51,7 +57,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.metrics import FAMILIES, Block, Layout, account_blocks, build_info, collect
+from exporter.metrics import FAMILIES, Layout, Table, account_tables, build_info, collect
 from exporter.state import AccountState
 
 __all__ = [
@@ -287,7 +293,7 @@ class Exposition:
         for state in sorted(states, key=_name):
             account = self._accounts.get(state.name)
             if account is None or account.state is not state or now >= account.until:
-                account = _Account.encode(state, now, account.known if account else {})
+                account = _Account.encode(state, now, account.tables if account else {})
                 self._accounts[state.name] = account
             accounts.append(account)
         return accounts
@@ -311,7 +317,8 @@ def _join(headers: tuple[bytes, ...], accounts: list[_Account], build_info: byte
     parts = []
     for index, header in enumerate(headers):
         parts.append(header)
-        parts.extend([account.chunks[index] for account in accounts])
+        for account in accounts:
+            parts.extend(account.parts[index])
     parts.append(build_info)
     return b"".join(parts)
 
@@ -353,89 +360,124 @@ class _Own:
 
 # ---------------------------------------------------------------- one account's samples
 
-#: Per block of an account's last encoding: its series (family index and ``name{labels} ``
-#: per sample), its values and its sample lines (None where the value is None).
-_Known = tuple[tuple[tuple[int, str], ...], tuple[float | None, ...], tuple[str | None, ...]]
-_Cache = dict[tuple[Layout, tuple[str, ...]], _Known]
-
 
 @dataclass(frozen=True, slots=True)
 class _Account:
-    """One account's samples as of one state: one chunk of sample lines per family."""
+    """One account's samples as of one state: per family, the pieces of its sample lines."""
 
     state: AccountState
     until: float  # monotonic: when something shown goes stale
-    chunks: tuple[bytes, ...]
-    known: _Cache  # what the next encoding of this account may reuse
+    parts: tuple[tuple[bytes, ...], ...]  # per family
+    tables: dict[Layout, _Encoded]  # what the next encoding of this account may reuse
 
     @classmethod
-    def encode(cls, state: AccountState, now: float, known: _Cache) -> _Account:
+    def encode(cls, state: AccountState, now: float, known: dict[Layout, _Encoded]) -> _Account:
         """Encode ``state``, reusing what ``known`` (its last encoding) already wrote."""
-        lines, cache = _lines(account_blocks(state, now), known, len(FAMILIES))
+        parts: list[list[bytes]] = [[] for _ in FAMILIES]
+        tables = {}
+        for table in account_tables(state, now):
+            encoded = tables[table.layout] = _Encoded.of(table, known.get(table.layout))
+            for (family, _), piece in zip(table.layout.samples, encoded.pieces, strict=True):
+                if piece:
+                    parts[family].append(piece)
         until = state.next_expiry(now)
-        return cls(state, math.inf if until is None else until, tuple(map(_chunk, lines)),
-                   cache)
+        return cls(state, math.inf if until is None else until, tuple(map(tuple, parts)), tables)
 
 
-_MINUS_INF = -math.inf
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """One table encoded column by column: a column is one family's samples of the table."""
 
+    labels: list[tuple[str, ...]]  # per row
+    prefixes: list[list[str]]  # per column, per row: "name{label="value",...} "
+    columns: list[tuple[float | None, ...]]  # per column, per row: the values
+    pieces: list[bytes]  # per column: its sample lines, each ending in a newline
 
-def _lines(blocks: Iterable[Block], known: _Cache,
-           families: int) -> tuple[list[list[str]], _Cache]:
-    """Each family's sample lines of these blocks (without newlines), and what they reused.
+    @classmethod
+    def of(cls, table: Table, known: _Encoded | None) -> _Encoded:
+        """Encode ``table``; a column equal to ``known``'s (same rows, same values) is reused.
 
-    A value is written as ``floatToGoString`` writes it (for a float in (-inf, 1e6)
-    that is its ``repr``); the line of a value equal to the last encoding's is
-    reused, except for zeros (``-0.0 == 0.0`` but is written ``-0.0``).
-    """
-    lines: list[list[str]] = [[] for _ in range(families)]
-    cache: _Cache = {}
-    for layout, labels, values in blocks:
-        key = (layout, labels)
-        entry = known.get(key)
-        if entry is None:
-            series = _series(layout, labels)
-            olds: tuple[float | None, ...] = (None,) * len(values)
-            texts: tuple[str | None, ...] = (None,) * len(values)
+        Equal means equal and, for zeros, of the same sign: ``-0.0 == 0.0`` but they
+        are written differently.
+        """
+        layout, labels, rows = table
+        width = len(layout.samples)
+        columns: list[tuple[float | None, ...]] = (list(zip(*rows, strict=True)) if rows
+                                                    else [()] * width)
+        if known is not None and known.labels == labels:
+            prefixes, reusable = known.prefixes, known
         else:
-            series, olds, texts = entry
-            if values == olds and 0.0 not in values:
-                cache[key] = entry
-                for (family, _), text in zip(series, texts, strict=True):
-                    if text is not None:
-                        lines[family].append(text)
-                continue
-        written: list[str | None] = []
-        for (family, prefix), value, old, text in zip(series, values, olds, texts, strict=True):
-            if value is None:
-                written.append(None)
-                continue
-            if value != old or not value:
-                text = prefix + (repr(value) if type(value) is float and _MINUS_INF < value < 1e6
-                                 else floatToGoString(value))
-            written.append(text)
-            lines[family].append(text)  # type: ignore[arg-type]
-        cache[key] = (series, values, tuple(written))
-    return lines, cache
+            prefixes = _prefixes(layout, labels, known)
+            reusable = None
+        pieces = []
+        for index, column in enumerate(columns):
+            if reusable is not None and _same(column, reusable.columns[index]):
+                pieces.append(reusable.pieces[index])
+            else:
+                pieces.append(_column(prefixes[index], column))
+        return cls(labels, prefixes, columns, pieces)
 
 
-def _series(layout: Layout, labels: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-    """Per sample of a block: its family and ``name{label="value",...} ``.
+def _prefixes(layout: Layout, labels: list[tuple[str, ...]],
+              known: _Encoded | None) -> list[list[str]]:
+    """Per column, per row: the sample's ``name{labels} ``; rows ``known`` had are reused."""
+    previous = dict(zip(known.labels, zip(*known.prefixes, strict=True), strict=True)) if (
+        known is not None and known.labels) else {}
+    rows = [previous.get(row) or _series(layout, row) for row in labels]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [
+        [] for _ in layout.samples]
+
+
+def _same(column: tuple[float | None, ...], old: tuple[float | None, ...]) -> bool:
+    return column == old and (0.0 not in column or all(
+        math.copysign(1.0, new) == math.copysign(1.0, was)  # type: ignore[arg-type]
+        for new, was in zip(column, old, strict=True) if new == 0.0))
+
+
+def _column(prefixes: list[str], column: tuple[float | None, ...]) -> bytes:
+    """The sample lines of a column, values as ``floatToGoString`` writes them.
+
+    For finite floats that is their ``repr``, with Go's exponent from 1e6 up:
+    written without Python code per sample except for those from 1e6 up.
+    """
+    if not column:
+        return b""
+    if None not in column:
+        values = list(map(float, column))  # type: ignore[arg-type]  # no None in it
+        total = sum(values)
+        if total - total == 0:  # all finite (an infinity or NaN makes the sum NaN or infinite)
+            texts = list(map(repr, values))
+            if max(values) >= 1e6:
+                for index in compress(range(len(values)), map(ge, values, repeat(1e6))):
+                    texts[index] = _go_exponent(texts[index])
+            return ("\n".join(map(str.__add__, prefixes, texts)) + "\n").encode()
+    lines = [prefix + floatToGoString(value)
+             for prefix, value in zip(prefixes, column, strict=True) if value is not None]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _go_exponent(text: str) -> str:
+    """``floatToGoString`` of a finite float from 1e6 up, from its ``repr``: Go switches to
+    an exponent from 1e6 (``1.234567e+06``), Python's repr from 1e16 only."""
+    dot = text.find(".")
+    if dot > 6:
+        return f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.") + f"e+{dot - 1:02d}"
+    return text
+
+
+def _series(layout: Layout, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Per column of a row: ``name{label="value",...} ``.
 
     Labels are sorted by name and values escaped (backslash, newline, double
     quote), as prometheus_client writes them in both formats.
     """
     pairs = sorted(zip(layout.labels, labels, strict=True))
     text = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
-    return tuple((family, f"{sample}{{{text}}} ") for family, sample in layout.samples)
+    return tuple(f"{sample}{{{text}}} " for _, sample in layout.samples)
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _chunk(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 # ---------------------------------------------------------------- gzip

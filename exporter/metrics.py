@@ -5,13 +5,13 @@ it is encoded and cached. Families come in a fixed order (:data:`FAMILIES`)
 and list their samples account by account, so each account's samples can be
 encoded alone and spliced into the page.
 
-An account's samples are given as *blocks* (:func:`account_blocks`): samples
-that share their label values, one value per sample, placed by a
-:class:`Layout` (e.g. one block is a position's seven amounts and its update
-time, all labelled account, symbol and position side). The encoder turns a
-block's labels into text once for all its samples; :func:`collect` builds
-prometheus_client's own families from the same blocks, the reference that the
-encoder's output is tested against.
+An account's samples are given as *tables* (:func:`account_tables`): rows of
+samples placed by a :class:`Layout` (e.g. the positions table has a row per
+position, holding its seven amounts and its update time, all labelled account,
+symbol and position side). The encoder works a table column by column (one
+column is one family's samples of the account) and turns a row's labels into
+text once; :func:`collect` builds prometheus_client's own families from the
+same tables, the reference that the encoder's output is tested against.
 
 Field families are named and described from :mod:`exporter.fields`;
 ``binance_futures_`` + ``account``/``asset``/``position`` + the Binance field in
@@ -40,10 +40,10 @@ __all__ = [
     "BUILD_INFO",
     "FAMILIES",
     "PREFIX",
-    "Block",
     "Family",
     "Layout",
-    "account_blocks",
+    "Table",
+    "account_tables",
     "build_info",
     "collect",
 ]
@@ -65,15 +65,19 @@ class Family(NamedTuple):
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cache key
 class Layout:
-    """Where a block's values go: its label names, and per value a family and sample name."""
+    """Where a table's values go: its label names, and per column a family and sample name."""
 
     labels: tuple[str, ...]
     samples: tuple[tuple[int, str], ...]  # (index in FAMILIES, sample name), one per value
 
 
-#: One block: its layout, its label values (in ``layout.labels`` order) and its
-#: values (in ``layout.samples`` order; None leaves that sample out).
-Block = tuple[Layout, tuple[str, ...], tuple[float | None, ...]]
+class Table(NamedTuple):
+    """Rows of samples placed by one layout: per row its label values (in ``layout.labels``
+    order) and its values (in ``layout.samples`` order; None leaves that sample out)."""
+
+    layout: Layout
+    labels: list[tuple[str, ...]]
+    rows: list[tuple[float | None, ...]]
 
 _families: list[Family] = []
 
@@ -171,52 +175,60 @@ _ROWS_SKIPPED = _layout(("account", "kind", "reason"), [_rows_skipped], "_total"
 _FIELDS_SKIPPED = _layout(("account", "kind", "field"), [_fields_skipped], "_total")
 
 
-def account_blocks(state: AccountState, now: float) -> list[Block]:
+def account_tables(state: AccountState, now: float) -> list[Table]:
     """An account's samples as of ``now`` (monotonic): stale answers are left out.
 
-    Within each family, samples come in the order of the blocks that hold them.
+    One table per layout; within each family, samples come in table order, then
+    row order.
     """
     name = state.name
-    blocks: list[Block] = []
+    tables: list[Table] = []
     snapshot, details = state.live_snapshot(now), state.live_details(now)
     if snapshot is not None:
-        blocks.append((_TOTALS, (name,), snapshot.totals))
-        for asset in snapshot.assets:
-            available = (None if asset.margin_available is None
-                         else 1.0 if asset.margin_available else 0.0)
-            blocks.append((_ASSET_ROW, (name, asset.asset),
-                           (*asset.amounts, available, asset.update_time)))
-        for position in snapshot.positions:
-            blocks.append((_POSITION_ROW, (name, position.symbol, position.side),
-                           (*position.amounts, position.update_time)))
+        tables.append(Table(_TOTALS, [(name,)], [snapshot.totals]))
+        assets = snapshot.assets
+        tables.append(Table(_ASSET_ROW, [(name, asset.asset) for asset in assets], [
+            (*asset.amounts, None if asset.margin_available is None
+             else 1.0 if asset.margin_available else 0.0, asset.update_time)
+            for asset in assets]))
+        positions = snapshot.positions
+        tables.append(Table(_POSITION_ROW, [(name, p.symbol, p.side) for p in positions],
+                            [(*p.amounts, p.update_time) for p in positions]))
     if details is not None:
         listed = {(p.symbol, p.side) for p in snapshot.positions} if snapshot else set()
-        for detail in details.positions:
-            labels = (name, detail.symbol, detail.side)
-            if (detail.symbol, detail.side) not in listed and detail.position_amt is not None:
-                # A row only the details answer has: its amount, so that it can be read.
-                blocks.append((_DETAIL_ONLY_AMOUNT, labels, (detail.position_amt,)))
-            blocks.append((_DETAIL_ROW, labels, (*detail.amounts, detail.adl_quantile)))
-            if detail.margin_asset is not None:
-                blocks.append((_POSITION_INFO, (*labels, detail.margin_asset), (1.0,)))
-    for limit in state.rate_limits:
-        blocks.append((_RATE_LIMIT, (name, limit.rate_limit_type, limit.interval,
-                                     str(limit.interval_num)), (limit.used, limit.limit)))
-    blocks.append((_HEALTH, (name,), (1.0 if state.up else 0.0, state.last_success,
-                                      state.backoff_until, state.clock_offset)))
+        rows = details.positions
+        # A row only the details answer has: its amount, so that it can be read.
+        only = [d for d in rows
+                if (d.symbol, d.side) not in listed and d.position_amt is not None]
+        tables.append(Table(_DETAIL_ONLY_AMOUNT, [(name, d.symbol, d.side) for d in only],
+                            [(d.position_amt,) for d in only]))
+        tables.append(Table(_DETAIL_ROW, [(name, d.symbol, d.side) for d in rows],
+                            [(*d.amounts, d.adl_quantile) for d in rows]))
+        margins = [(d, d.margin_asset) for d in rows if d.margin_asset is not None]
+        tables.append(Table(_POSITION_INFO,
+                            [(name, d.symbol, d.side, asset) for d, asset in margins],
+                            [(1.0,)] * len(margins)))
+    limits = state.rate_limits
+    tables.append(Table(_RATE_LIMIT, [(name, limit.rate_limit_type, limit.interval,
+                                       str(limit.interval_num)) for limit in limits],
+                        [(limit.used, limit.limit) for limit in limits]))
+    tables.append(Table(_HEALTH, [(name,)], [(1.0 if state.up else 0.0, state.last_success,
+                                              state.backoff_until, state.clock_offset)]))
     histogram = state.durations
-    for bound, count in zip((*map(_le, histogram.bounds), "+Inf"),
-                            histogram.cumulative_counts, strict=True):
-        blocks.append((_BUCKET, (name, bound), (count,)))
-    blocks.append((_COUNT_SUM, (name,), (histogram.cumulative_counts[-1], histogram.total)))
-    for reason in REASONS:
-        blocks.append((_ERRORS, (name, reason), (state.errors.get(reason, 0),)))
-    blocks.append((_CONNECTIONS, (name,), (state.connections,)))
-    for (kind, reason), count in sorted(state.rows_skipped.items()):
-        blocks.append((_ROWS_SKIPPED, (name, kind, reason), (count,)))
-    for (kind, field), count in sorted(state.fields_skipped.items()):
-        blocks.append((_FIELDS_SKIPPED, (name, kind, field), (count,)))
-    return blocks
+    tables.append(Table(_BUCKET, [(name, bound) for bound in (*map(_le, histogram.bounds),
+                                                              "+Inf")],
+                        [(count,) for count in histogram.cumulative_counts]))
+    tables.append(Table(_COUNT_SUM, [(name,)],
+                        [(histogram.cumulative_counts[-1], histogram.total)]))
+    tables.append(Table(_ERRORS, [(name, reason) for reason in REASONS],
+                        [(state.errors.get(reason, 0),) for reason in REASONS]))
+    tables.append(Table(_CONNECTIONS, [(name,)], [(state.connections,)]))
+    for layout, counts in ((_ROWS_SKIPPED, state.rows_skipped),
+                           (_FIELDS_SKIPPED, state.fields_skipped)):
+        ordered = sorted(counts.items())
+        tables.append(Table(layout, [(name, *key) for key, _ in ordered],
+                            [(count,) for _, count in ordered]))
+    return tables
 
 
 def build_info(version: str) -> Metric:
@@ -229,16 +241,17 @@ def build_info(version: str) -> Metric:
 def collect(states: Iterable[AccountState], now: float, version: str) -> list[Metric]:
     """prometheus_client's families for ``states`` as of ``now``: what one scrape shows.
 
-    Built from the same blocks the exposition encodes; encoded by
+    Built from the same tables the exposition encodes; encoded by
     prometheus_client, this is the reference rendering.
     """
     families = [Metric(family.name, family.help, family.type) for family in FAMILIES]
     for state in sorted(states, key=lambda state: state.name):
-        for layout, labels, values in account_blocks(state, now):
-            label_map = dict(zip(layout.labels, labels, strict=True))
-            for (index, sample), value in zip(layout.samples, values, strict=True):
-                if value is not None:
-                    families[index].samples.append(Sample(sample, label_map, value))
+        for layout, labels, rows in account_tables(state, now):
+            for row_labels, values in zip(labels, rows, strict=True):
+                label_map = dict(zip(layout.labels, row_labels, strict=True))
+                for (index, sample), value in zip(layout.samples, values, strict=True):
+                    if value is not None:
+                        families[index].samples.append(Sample(sample, label_map, value))
     return [*families, build_info(version)]
 
 

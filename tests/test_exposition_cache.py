@@ -51,7 +51,7 @@ class OwnMetrics:
 def renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Counts account encodings (by account name) and page joins ("page")."""
     counts: Counter[str] = Counter()
-    blocks, join = exposition_module.account_blocks, exposition_module._join
+    blocks, join = exposition_module.account_tables, exposition_module._join
 
     def counted_blocks(state: AccountState, now: float) -> Any:
         counts[state.name] += 1
@@ -61,7 +61,7 @@ def renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         counts["page"] += 1
         return join(*args)
 
-    monkeypatch.setattr(exposition_module, "account_blocks", counted_blocks)
+    monkeypatch.setattr(exposition_module, "account_tables", counted_blocks)
     monkeypatch.setattr(exposition_module, "_join", counted_join)
     return counts
 

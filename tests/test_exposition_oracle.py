@@ -205,7 +205,7 @@ def check(served: bytes, reference: Page, openmetrics: bool, gzipped: bool) -> N
     assert plain == expected
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps, st.data())
 def test_served_bodies_equal_the_reference_through_any_history(history: list[Step],
                                                                data: st.DataObject) -> None:
