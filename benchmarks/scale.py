@@ -201,7 +201,9 @@ def summarize(accounts: int, interval: float, window: tuple[float, float], cpu: 
     start_late, finish, first_round, failed = [], [], [], 0
     due_in_window: set[tuple[str, int]] = set()
     for name, (run_start, delay) in RECORDER.runs.items():
-        first = math.ceil((window[0] - run_start - delay) / interval)
+        # AccountPoller.run polls at once and then from start_delay + interval: tick 0
+        # (start_delay) is never polled, by design (the first poll stood in for it).
+        first = max(1, math.ceil((window[0] - run_start - delay) / interval))
         last = math.ceil((window[1] - run_start - delay) / interval)
         due_in_window.update((name, k) for k in range(first, last))
     started_ticks = set()

@@ -73,9 +73,9 @@ TEXT_CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 #: Seconds a reading of the exporter's own ``process_*`` metrics is served again: scrapes
-#: that close together (several scrapers, a flood) share one reading; a single Prometheus
-#: scraping every second or slower always gets a fresh one.
-OWN_METRICS_MAX_AGE = 0.1
+#: that close together (several scrapers, a flood) share one reading and the body built
+#: with it; a single Prometheus scraping every second or slower always gets a fresh one.
+OWN_METRICS_MAX_AGE = 0.5
 
 OwnMetrics = Callable[[], Iterable[Metric]]
 
@@ -228,9 +228,9 @@ class Exposition:
     async def body(self, openmetrics: bool, gzipped: bool) -> bytes:
         """The body a scrape gets: cached bytes, or rendered now (on the render thread)."""
         now = self._clock.monotonic()
-        served = self._served.get((openmetrics, gzipped))
-        if served is not None and served.generation == self._generation and now < served.until:
-            return served.body
+        served = self._cached(openmetrics, gzipped, now)
+        if served is not None:
+            return served
         request = (tuple(self._states.values()), self._generation, now, openmetrics, gzipped)
         renderer = self._renderer
         if renderer is None:
@@ -240,12 +240,17 @@ class Exposition:
     def page(self) -> Page:
         """The current page for a caller that cannot await :meth:`body`.
 
-        Each body is rendered when first read, in the caller's thread.
+        Each body is the cached one, or rendered when first read, in the caller's thread.
         """
         now = self._clock.monotonic()
         states, generation = tuple(self._states.values()), self._generation
-        return _OnDemand(lambda openmetrics, gzipped: self._render(
-            states, generation, now, openmetrics, gzipped))
+
+        def body(openmetrics: bool, gzipped: bool) -> bytes:
+            served = self._cached(openmetrics, gzipped, now)
+            return served if served is not None else self._render(
+                states, generation, now, openmetrics, gzipped)
+
+        return _OnDemand(body)
 
     def render_now(self, now: float | None = None) -> Page:
         """All four bodies, rendered synchronously (start-up, ``--once``, tests).
@@ -264,6 +269,13 @@ class Exposition:
                 await asyncio.get_running_loop().create_future()  # until cancelled
             finally:
                 self._renderer = None
+
+    def _cached(self, openmetrics: bool, gzipped: bool, now: float) -> bytes | None:
+        """The body served last, if nothing was published since and nothing in it expired."""
+        served = self._served.get((openmetrics, gzipped))
+        if served is not None and served.generation == self._generation and now < served.until:
+            return served.body
+        return None
 
     def _render(self, states: tuple[AccountState, ...], generation: int, now: float,
                 openmetrics: bool, gzipped: bool) -> bytes:
