@@ -79,10 +79,8 @@ class Run:
         return self.cpu / self.polls if self.polls else float("nan")
 
 
-def json_loads_seconds(symbols: int, repeat: int = 200) -> tuple[float, int]:
-    """Median CPU seconds of ``json.loads`` of one answer of the benchmark's shape, and its size."""
-    sim = Simulator(seed=3, lively=False)  # not started: only its account model is used
-    frame = answer_frame(big_simulated_account(sim, 0, symbols))
+def json_loads_times(frame: str, repeat: int = 200) -> list[float]:
+    """CPU seconds of ``json.loads`` of ``frame``: the mean of each of ``repeat`` batches."""
     json.loads(frame)
     times = []
     for _ in range(repeat):
@@ -90,7 +88,7 @@ def json_loads_seconds(symbols: int, repeat: int = 200) -> tuple[float, int]:
         for _ in range(10):
             json.loads(frame)
         times.append((time.process_time() - start) / 10)
-    return statistics.median(times), len(frame)
+    return times
 
 
 def polls_on(page: bytes, account: str) -> int:
@@ -217,12 +215,17 @@ def main() -> None:
     print_header(f"poll_cpu: CLI process, 1 account x {2 * args.symbols} changing positions "
                  f"every {args.interval:g}s, scraped every 1 s (OpenMetrics + gzip)",
                  "python -m benchmarks.poll_cpu " + " ".join(sys.argv[1:]))
-    loads, frame_bytes = json_loads_seconds(args.symbols)
-    print(f"json.loads of one answer ({frame_bytes:,} bytes): {ms(loads):.3f} ms CPU "
-          f"(median)\n")
+    sim = Simulator(seed=3, lively=False)  # not started: only its account model is used
+    frame = answer_frame(big_simulated_account(sim, 0, args.symbols))
+    before = json_loads_times(frame)
     checkouts = [args.baseline.resolve()] if args.baseline else []
     runs = asyncio.run(run_all([*checkouts, REPOSITORY], args))
-    print()
+    # Timed before and after the runs: on a shared machine one batch of timings can be off.
+    times = before + json_loads_times(frame)
+    loads = statistics.median(times)
+    print(f"\njson.loads of one answer ({len(frame):,} bytes): {ms(loads):.3f} ms CPU (median; "
+          f"before the runs {ms(statistics.median(before)):.3f}, after "
+          f"{ms(statistics.median(times[len(before):])):.3f})\n")
     print_table(
         ("exporter", "window (s)", "polls", "CPU (s)", "CPU per poll (ms)", "x json.loads",
          "CPU % of a core", "RSS (MB)", "scrape p50 / p99 / max (ms)", "page (bytes, gunzipped)"),
