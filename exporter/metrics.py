@@ -79,10 +79,16 @@ class Table(NamedTuple):
     labels: list[tuple[str, ...]]
     rows: list[tuple[float | None, ...]]
 
+
+# A new family: a _family() call below, in page order; a _layout() that places its
+# values (or a place in an existing layout with the same labels); its rows in
+# account_tables(), one table per layout. A new Binance field is one line in
+# exporter.fields: its family, layout column and parsed value follow from there.
 _families: list[Family] = []
 
 
 def _family(name: str, kind: str, text: str) -> int:
+    """Register ``binance_futures_<name>``; returns its index in FAMILIES."""
     _families.append(Family(f"{PREFIX}_{name}", kind, text))
     return len(_families) - 1
 
