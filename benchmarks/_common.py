@@ -12,6 +12,8 @@ import multiprocessing
 import os
 import platform
 import random
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -22,7 +24,7 @@ from exporter.config import Config, parse_config
 from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import SimAccount, Simulator
 from exporter.snapshot import parse_account_status, parse_rate_limits
-from exporter.state import AccountState, RequestDurations
+from exporter.state import AccountState
 
 LOOPBACK = "127.0.0.1"
 #: What Prometheus 2.x/3.x sends when it negotiates OpenMetrics.
@@ -125,7 +127,10 @@ def account_entry(index: int) -> dict[str, Any]:
 
 
 def config_document(url: str, accounts: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
-    return {"endpoint": url, "accounts": accounts, **settings}
+    """An exporter config document; ``position_details`` is off unless asked for: the
+    simulator does not serve ``v2/account.position`` yet, and a failing second request
+    per poll would measure error handling instead of polling."""
+    return {"endpoint": url, "position_details": False, "accounts": accounts, **settings}
 
 
 def loopback_config(url: str, accounts: list[dict[str, Any]], **settings: Any) -> Config:
@@ -157,33 +162,65 @@ def big_simulated_account(sim: Simulator, index: int, symbols: int) -> SimAccoun
     return account
 
 
-def answer_frame(account: SimAccount, request_id: int = 1) -> str:
+def answer_frame(account: SimAccount, request_id: int = 1,
+                 result: dict[str, Any] | None = None) -> str:
     """The text frame Binance would send for one ``v2/account.status`` of ``account``."""
     return json.dumps({
-        "id": request_id, "status": 200, "result": account.result(),
+        "id": request_id, "status": 200, "result": result or account.result(),
         "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                         "intervalNum": 1, "limit": 2400, "count": 45}],
     })
 
 
-def state_from_frame(name: str, frame: str, received_at: float,
+#: The amounts that follow the mark price, so change on every answer in a live market.
+MARKET_FIELDS = frozenset({
+    "unrealizedProfit", "notional", "initialMargin", "maintMargin", "marginBalance",
+    "positionInitialMargin", "crossUnPnl", "availableBalance", "maxWithdrawAmount",
+    "totalUnrealizedProfit", "totalMarginBalance", "totalMaintMargin", "totalInitialMargin",
+    "totalPositionInitialMargin", "totalCrossUnPnl",
+})
+
+
+def market_frames(account: SimAccount, count: int, seed: int = 1) -> list[str]:
+    """``count`` successive answers of ``account`` while the market moves: every amount of
+    :data:`MARKET_FIELDS` drifts between two answers, the rest stays."""
+    rng = random.Random(seed)
+    result = account.result()
+
+    def moved(entry: dict[str, Any]) -> dict[str, Any]:
+        return {key: f"{float(value) * (1 + rng.gauss(0, 0.002)):.8f}"
+                if key in MARKET_FIELDS else value for key, value in entry.items()}
+
+    frames = []
+    for number in range(count):
+        result = {**moved(result), "assets": [moved(a) for a in result["assets"]],
+                  "positions": [moved(p) for p in result["positions"]]}
+        frames.append(answer_frame(account, number, result))
+    return frames
+
+
+def state_from_frame(name: str, frame: str, now: float,
                      stale_after: float = 45.0) -> AccountState:
-    """The :class:`AccountState` a poller publishes after receiving ``frame``."""
+    """The :class:`AccountState` a poller publishes after receiving ``frame`` at ``now``
+    (monotonic, as the exposition's clock)."""
+    received_at = time.time()
     message = json.loads(frame)
-    snapshot = parse_account_status(message["result"], received_at=received_at)
-    durations = RequestDurations.empty(DURATION_BUCKETS)
+    snapshot, _ = parse_account_status(message["result"], received_at=received_at)
+    rate_limits, _ = parse_rate_limits(message["rateLimits"])
+    initial = AccountState.initial(name, DURATION_BUCKETS)
+    durations = initial.durations
     for round_trip in (0.004, 0.03, 0.12):
         durations = durations.observe(round_trip)
-    return AccountState(
-        name=name, snapshot=snapshot, expires_at=received_at + stale_after,
-        rate_limits=parse_rate_limits(message["rateLimits"]), up=True,
-        last_success=received_at, errors={"timeout": 1}, connections=1, durations=durations,
-        backoff_until=0.0, clock_offset=0.0012,
+    return replace(
+        initial, snapshot=snapshot, expires_at=now + stale_after,
+        rate_limits=rate_limits, up=True, last_success=received_at, errors={"timeout": 1},
+        connections=1, durations=durations, clock_offset=0.0012,
     )
 
 
 def big_states(accounts: int, symbols: int, now: float) -> list[AccountState]:
-    """``accounts`` states of ``2 * symbols`` positions each, deterministic but for time."""
+    """``accounts`` states of ``2 * symbols`` positions each, deterministic but for time;
+    ``now`` is monotonic."""
     sim = Simulator(seed=1, lively=False)  # never started: only its accounts are used
     return [state_from_frame(account_name(i), answer_frame(big_simulated_account(sim, i, symbols)),
                              now, stale_after=3600.0)
@@ -245,10 +282,14 @@ class Scraper:
 
 
 def _simulator_child(conn: Connection, accounts: int, weight_limit: int, positions: int,
-                     lively: bool) -> None:
+                     symbols: int, lively: bool) -> None:
     async def serve() -> None:
         async with Simulator(seed=3, weight_limit=weight_limit, lively=lively) as sim:
-            add_accounts(sim, accounts, positions=positions)
+            if symbols:
+                for index in range(accounts):
+                    big_simulated_account(sim, index, symbols)
+            else:
+                add_accounts(sim, accounts, positions=positions)
             conn.send(sim.url)
             while not conn.poll():
                 await asyncio.sleep(0.2)
@@ -262,16 +303,19 @@ class ChildSimulator:
     """A :class:`Simulator` with ``accounts`` accounts in its own process.
 
     Keeps the simulator's CPU off the exporter's core, so a benchmark of the
-    exporter measures the exporter. ``stop()`` returns the simulator's counts.
+    exporter measures the exporter. With ``symbols``, every account is a
+    :func:`big_simulated_account` (``2 * symbols`` positions); otherwise it has
+    ``positions`` from the simulator's own few symbols. ``stop()`` returns the
+    simulator's counts.
     """
 
     def __init__(self, accounts: int, *, weight_limit: int = 10**9, positions: int = 3,
-                 lively: bool = True) -> None:
+                 symbols: int = 0, lively: bool = True) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=_simulator_child, args=(child_conn, accounts, weight_limit, positions, lively),
-            daemon=True)
+            target=_simulator_child,
+            args=(child_conn, accounts, weight_limit, positions, symbols, lively), daemon=True)
         self.url = ""
 
     def start(self, timeout: float = 120.0) -> str:
@@ -294,3 +338,30 @@ class ChildSimulator:
                 self._process.kill()
                 self._process.join()
         return counts
+
+
+# ---------------------------------------------------------------- another process, from /proc
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    return int(proc_status(pid)["VmRSS"].split()[0]) / 1024
+
+
+def free_port() -> int:
+    """A port that was free a moment ago: the CLI's ``--listen`` takes no port 0."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,11 @@ from benchmarks._common import (
     Scraper,
     add_accounts,
     config_document,
+    cpu_seconds,
+    free_port,
     print_header,
     print_table,
+    proc_status,
 )
 from exporter.simulator import Simulator
 
@@ -51,24 +53,6 @@ class Sample:
     cpu_seconds: float
     polls: int
     page_bytes: int
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status", encoding="utf-8") as status:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def sample(pid: int, started: float, polls: int, page_bytes: int) -> Sample:

@@ -86,7 +86,7 @@ async def run(args: argparse.Namespace) -> tuple[list[float], float, float]:
             round_trip = durations.total / max(1, durations.cumulative_counts[-1])
             states = [p.state for p in running.pollers]
             start = time.perf_counter()
-            render_page(states, time.time(), __version__)
+            render_page(states, time.monotonic(), __version__)
             render = time.perf_counter() - start
     return delays, round_trip, render
 

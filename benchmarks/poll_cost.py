@@ -6,6 +6,11 @@ times in batches; a figure is the median over batches of the mean per call, as
 CPU time (``time.process_time``) and wall time (``time.perf_counter``).
 Goal: < 5 ms per 400-position answer.
 
+Render: prometheus_client's own encoders (the reference) against the
+exposition, whose cost per poll is publishing the polled account's next state
+(its mark-price amounts moved, see ``market_frames``) and the one scrape after
+it rendering the format it asks for.
+
     python -m benchmarks.poll_cost
     python -m benchmarks.poll_cost --iterations 2000 --renders 50
 """
@@ -13,6 +18,7 @@ Goal: < 5 ms per 400-position answer.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -31,20 +37,19 @@ from benchmarks._common import (
     answer_frame,
     big_simulated_account,
     big_states,
+    market_frames,
     print_header,
     print_table,
     state_from_frame,
 )
 from exporter import __version__
-from exporter.exposition import Exposition, Page, collect, render_page
+from exporter.clock import Clock
+from exporter.exposition import Exposition, render_page
+from exporter.metrics import collect
 from exporter.poller import DURATION_BUCKETS
 from exporter.simulator import Simulator
-from exporter.snapshot import (
-    AccountState,
-    RequestDurations,
-    parse_account_status,
-    parse_rate_limits,
-)
+from exporter.snapshot import parse_account_status, parse_rate_limits
+from exporter.state import AccountState
 
 GOAL_MS = 5.0
 WHOLE_POLL = "whole poll: json.loads + parse + AccountState"
@@ -69,22 +74,14 @@ def measure(fn: Callable[[], object], iterations: int, batches: int = 5) -> tupl
     return statistics.median(cpu_times), statistics.median(wall_times)
 
 
-def empty_state(name: str) -> AccountState:
-    """A poller's state before its first success (as ``AccountPoller.__init__`` builds it)."""
-    return AccountState(
-        name=name, snapshot=None, expires_at=0.0, rate_limits=(), up=False, last_success=None,
-        errors={}, connections=1, durations=RequestDurations.empty(DURATION_BUCKETS),
-        backoff_until=0.0, clock_offset=0.0)
-
-
 def received_state(base: AccountState, message: dict[str, Any]) -> AccountState:
     """What the poller does with a decoded answer: parse it, then two ``replace`` calls."""
     received_at = time.time()
-    snapshot = parse_account_status(message["result"], received_at=received_at)
-    state = replace(base, rate_limits=parse_rate_limits(message["rateLimits"]),
-                    durations=base.durations.observe(0.012))
+    snapshot, _ = parse_account_status(message["result"], received_at=received_at)
+    rate_limits, _ = parse_rate_limits(message["rateLimits"])
+    state = replace(base, rate_limits=rate_limits, durations=base.durations.observe(0.012))
     return replace(state, snapshot=snapshot, up=True, last_success=received_at,
-                   expires_at=received_at + 45.0, backoff_until=0.0)
+                   expires_at=time.monotonic() + 45.0, backoff_until=0.0)
 
 
 def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
@@ -94,7 +91,7 @@ def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
     private to ``exporter.client`` and cost nothing next to these.
     """
     message = json.loads(frame)
-    base = empty_state(name)
+    base = AccountState.initial(name, DURATION_BUCKETS)
     return {
         "json.loads of the frame": lambda: json.loads(frame),
         "parse_account_status + parse_rate_limits": lambda: (
@@ -105,39 +102,59 @@ def poll_steps(frame: str, name: str) -> dict[str, Callable[[], object]]:
     }
 
 
-def render_steps(states: list[AccountState]) -> dict[str, Callable[[], object]]:
-    """render_page and its parts: collect, both encoders, both gzips."""
-    now = time.time()
-    families = collect(states, now, __version__)
-    collector = _Families(families)
-    text = exposition.generate_latest(collector)  # type: ignore[arg-type]
-    om = openmetrics.generate_latest(collector)  # type: ignore[arg-type]
+def render_steps(states: list[AccountState],
+                 answers: list[AccountState]) -> dict[str, Callable[[], object]]:
+    """The reference (prometheus_client renders every account) against the exposition."""
+    now = time.monotonic()
+    collector = _Families(collect(states, now, __version__))
     return {
-        "collect (families from states)": lambda: collect(states, now, __version__),
-        "text generate_latest": lambda: exposition.generate_latest(collector),  # type: ignore[arg-type]
-        "OpenMetrics generate_latest":
-            lambda: openmetrics.generate_latest(collector),  # type: ignore[arg-type]
-        "both gzips (Page.from_bodies, the exporter's level)": lambda: Page.from_bodies(text, om),
-        "render_page (all of the above)": lambda: render_page(states, now, __version__),
-        "Exposition after one account's poll": one_account_changed(states),
+        "reference: collect (families from states)": lambda: collect(states, now, __version__),
+        "reference: text generate_latest": lambda: exposition.generate_latest(
+            collector),  # type: ignore[arg-type]
+        "reference: OpenMetrics generate_latest": lambda: openmetrics.generate_latest(
+            collector),  # type: ignore[arg-type]
+        "reference: render_page (all of the above, both gzips)":
+            lambda: render_page(states, now, __version__),
+        "Exposition, first scrape (every account encoded), OpenMetrics + gzip":
+            lambda: first_scrape(states),
+        "Exposition, one account polled, then a scrape, OpenMetrics + gzip":
+            one_account_polled(states, answers, gzipped=True),
+        "  same, OpenMetrics without gzip": one_account_polled(states, answers, gzipped=False),
     }
 
 
-def one_account_changed(states: list[AccountState]) -> Callable[[], object]:
-    """What the exposition does after one poll: publish a new state of one account, render.
+class SteppedClock(Clock):
+    """Monotonic time that moves a second per poll, as with polls and scrapes every second."""
 
-    ``render_page`` above renders every account; ``Exposition`` may re-encode
-    only the accounts whose state changed, so this is the cost per poll.
-    """
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def first_scrape(states: list[AccountState]) -> bytes:
     exposition = Exposition(__version__)
     for state in states:
         exposition.publish(state)
-    exposition.render_now()
-    polls = iter(range(1, 10**9))
+    return exposition.page().openmetrics_gzip
+
+
+def one_account_polled(states: list[AccountState], answers: list[AccountState],
+                       gzipped: bool) -> Callable[[], object]:
+    """What one poll costs the exposition: publish the account's next state (its values
+    moved), then the scrape that follows renders (and reads the process metrics)."""
+    clock = SteppedClock()
+    exposition = Exposition(__version__, clock=clock)
+    for state in states:
+        exposition.publish(state)
+    exposition.page().body(True, gzipped)
+    polls = itertools.cycle(answers)
 
     def poll() -> object:
-        exposition.publish(replace(states[0], connections=next(polls)))
-        return exposition.render_now()
+        clock.now += 1.0
+        exposition.publish(next(polls))
+        return exposition.page().body(True, gzipped)
 
     return poll
 
@@ -154,7 +171,7 @@ class _Families:
 
 def samples_in(states: list[AccountState]) -> tuple[int, int]:
     """Number of samples and bytes of the text page."""
-    page = render_page(states, time.time(), __version__)
+    page = render_page(states, time.monotonic(), __version__)
     lines = [line for line in page.text.split(b"\n") if line and not line.startswith(b"#")]
     return len(lines), len(page.text)
 
@@ -163,7 +180,7 @@ def small_states(accounts: int) -> list[AccountState]:
     """The footprint benchmark's page: one-way accounts with 3 positions each."""
     sim = Simulator(seed=5, lively=False)
     add_accounts(sim, accounts)
-    now = time.time()
+    now = time.monotonic()
     return [state_from_frame(account_name(i), answer_frame(sim.accounts[account_name(i)]), now)
             for i in range(accounts)]
 
@@ -197,16 +214,21 @@ def main() -> None:
     print(f"whole poll: {whole * 1000:.2f} ms CPU per {positions}-position answer "
           f"-> {verdict} the goal < {GOAL_MS:g} ms\n")
 
+    # the polled account's next answers: the market moved (unchanged rows are cheaper)
+    answers = [state_from_frame(account_name(0), moved, time.monotonic(), stale_after=1e9)
+               for moved in market_frames(account, 10)]
+    small = small_states(10)
     pages = [
-        (f"1 account x {positions} positions", [state_from_frame(account_name(0), frame,
-                                                                 time.time())]),
-        (f"10 accounts x {positions} positions", big_states(10, args.symbols, time.time())),
-        ("10 accounts x 3 positions (footprint)", small_states(10)),
+        (f"1 account x {positions} positions", answers[:1], answers),
+        (f"10 accounts x {positions} positions",
+         big_states(10, args.symbols, time.monotonic()), answers),
+        ("10 accounts x 3 positions (footprint)", small,
+         [replace(small[0], connections=number) for number in range(10)]),
     ]
-    for title, states in pages:
+    for title, states, polled in pages:
         samples, size = samples_in(states)
         rows = []
-        for step, fn in render_steps(states).items():
+        for step, fn in render_steps(states, polled).items():
             cpu, wall = measure(fn, args.renders if samples < 5000 else args.renders // 4,
                                 batches=3 if samples < 5000 else 1)
             rows.append((step, f"{cpu * 1000:.2f}", f"{wall * 1000:.2f}",

@@ -63,7 +63,7 @@ async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
     streams = _streams(config, pollers, clock)
     exposition.render_now()
     server = MetricsServer(
-        config.listen_host, config.listen_port, exposition.page,
+        config.listen_host, config.listen_port, exposition.body,
         landing=_landing(pollers, clock, demo=demo), web_config=web_config,
         max_connections=connection_cap(raise_fd_limit(), len(config.accounts)))
     try:

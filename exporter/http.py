@@ -1,7 +1,8 @@
 """The exporter's own HTTP server: ``/metrics``, ``/`` and ``/healthz`` on asyncio streams.
 
-Serving is a byte copy: ``page()`` returns a :class:`~exporter.render.Page` rendered
-when the data changed, so a scrape never renders or awaits anything slow.
+A scrape awaits ``body(openmetrics, gzipped)``: the exposition's bytes in the
+format asked for, rendered off the event loop at most once per change and then
+served from its cache.
 
 HTTP/1.1 syntax - parsing request heads, framing, serialising responses - is
 ``h11``'s. This module is the connection manager around it, written for hostile
@@ -44,7 +45,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -54,7 +55,7 @@ import h11
 
 from exporter.basicauth import AuthResult, BasicAuth
 from exporter.connections import ConnectionTable, peer_key
-from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.landing import render_landing
 from exporter.listen import bind_listeners
 from exporter.ratelog import RateLog
@@ -134,7 +135,7 @@ class MetricsServer:
         self,
         host: str,
         port: int,
-        page: Callable[[], Page],
+        body: Callable[[bool, bool], Awaitable[bytes]],
         *,
         landing: Callable[[], bytes] | None = None,
         web_config: WebConfig | None = None,
@@ -157,7 +158,7 @@ class MetricsServer:
         """
         self._host = host
         self._port = port
-        self._page = page
+        self._body = body
         self._landing = landing or (
             lambda: render_landing(version, demo=False, accounts=(), now=time.time())
         )
@@ -178,7 +179,7 @@ class MetricsServer:
         self._accept_errors = RateLog(_log, "failed accept() calls", level=logging.ERROR)
         self._evictions = RateLog(_log, "waiting connections closed to make room")
         self._refusals = RateLog(_log, "connections refused with 503, every slot busy")
-        self._routes: dict[str, Callable[[_Request], _Response]] = {
+        self._routes: dict[str, Callable[[_Request], Awaitable[_Response]]] = {
             "/metrics": self._metrics,
             "/": self._landing_page,
             "/healthz": self._healthz,
@@ -449,26 +450,22 @@ class MetricsServer:
             return _Response(
                 HTTPStatus.METHOD_NOT_ALLOWED, b"Method Not Allowed\n", headers=(("Allow", _ALLOW),)
             )
-        return handler(request)
+        return await handler(request)
 
-    def _metrics(self, request: _Request) -> _Response:
-        page = self._page()
+    async def _metrics(self, request: _Request) -> _Response:
         openmetrics = _wants_openmetrics(request.headers.get("accept", ""))
         gzipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
-        if openmetrics:
-            body = page.openmetrics_gzip if gzipped else page.openmetrics
-        else:
-            body = page.text_gzip if gzipped else page.text
+        body = await self._body(openmetrics, gzipped)
         headers = [("Vary", "Accept-Encoding, Accept")]
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         return _Response(HTTPStatus.OK, body, content_type, tuple(headers))
 
-    def _landing_page(self, request: _Request) -> _Response:
+    async def _landing_page(self, request: _Request) -> _Response:
         return _Response(HTTPStatus.OK, self._landing(), _HTML)
 
-    def _healthz(self, request: _Request) -> _Response:
+    async def _healthz(self, request: _Request) -> _Response:
         return _Response(HTTPStatus.OK, b"ok\n")
 
 

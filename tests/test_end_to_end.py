@@ -8,7 +8,7 @@ from exporter import __version__
 from exporter.app import run_exporter
 from exporter.fields import ASSET_FIELDS, POSITION_FIELDS, TOTAL_FIELDS
 from exporter.simulator import ErrorAnswer, Simulator
-from tests.support import Samples, scrape, scrape_when_up, sim_config, up, wait_for
+from tests.support import Samples, SteppedClock, scrape, scrape_when_up, sim_config, up, wait_for
 
 DETAIL_METRICS = {  # v2/account.position field -> metric, written out as the contract says
     "entryPrice": "binance_futures_position_entry_price",
@@ -63,9 +63,11 @@ def expected_samples(account: str, result: dict, details: list[dict] | None = No
 
 
 def data_samples(samples: Samples, account: str) -> Samples:
+    """The samples of an account's answers (the margin mode is a setting, kept when stale)."""
     prefixes = ("binance_futures_account_", "binance_futures_asset_", "binance_futures_position_")
     return {key: value for key, value in samples.items()
-            if key[0].startswith(prefixes) and ("account", account) in key[1]}
+            if key[0].startswith(prefixes) and ("account", account) in key[1]
+            and key[0] != "binance_futures_account_multi_assets_mode"}
 
 
 async def test_every_served_value_reaches_metrics(simulator: Simulator) -> None:
@@ -76,6 +78,9 @@ async def test_every_served_value_reaches_metrics(simulator: Simulator) -> None:
         details = simulator.accounts[name].last_positions
         assert served is not None and details is not None
         assert data_samples(samples, name) == expected_samples(name, served, details)
+        mode = 1.0 if simulator.accounts[name].multi_assets else 0.0  # from v1 account.status
+        assert samples[("binance_futures_account_multi_assets_mode",
+                        frozenset({("account", name)}))] == mode
     hedge_sides = {dict(labels)["position_side"] for (metric, labels) in samples
                    if metric == "binance_futures_position_position_amt"
                    and ("account", "hedge") in labels}
@@ -127,32 +132,30 @@ async def test_closed_position_disappears_on_next_poll(simulator: Simulator) -> 
 
 
 async def test_failing_account_turns_down_at_once_and_data_goes_stale(
-        simulator: Simulator) -> None:
-    config = sim_config(simulator, poll_interval="0.5s", stale_after="2s")
-    async with run_exporter(config) as running:
+        stepped_simulator: Simulator, clock: SteppedClock) -> None:
+    config = sim_config(stepped_simulator, poll_interval="10s", stale_after="30s")
+    async with run_exporter(config, clock=clock) as running:
         url = running.server.url
         await scrape_when_up(url)
-        simulator.inject(ErrorAnswer(503, -1001, "Internal error; unable to process your "
-                                     "request. Please try again.", count=1000))
-        failed_at = asyncio.get_running_loop().time()
+        stepped_simulator.inject(ErrorAnswer(503, -1001, "Internal error; unable to process "
+                                             "your request. Please try again.", count=1000))
 
         async def down() -> Samples | None:
             samples = await scrape(url)
             return samples if up(samples, "oneway") == 0 else None
 
+        await clock.advance(10)
         samples = await wait_for(down)
-        if asyncio.get_running_loop().time() - failed_at < 1.5:
-            # still within stale_after of the last success: the last good data stays
-            assert data_samples(samples, "oneway")
-
-        async def stale() -> Samples | None:
-            samples = await scrape(url)
-            return samples if not data_samples(samples, "oneway") else None
-
-        samples = await wait_for(stale, timeout=6)
+        assert data_samples(samples, "oneway")  # within stale_after: the last good data stays
+        await clock.advance(19)
+        assert data_samples(await scrape(url), "oneway")
+        await clock.advance(2)  # 31 s after the last success
+        samples = await scrape(url)
+    assert not data_samples(samples, "oneway")
     account = frozenset({("account", "oneway")})
     assert samples[("binance_futures_up", account)] == 0
     assert ("binance_futures_last_success_timestamp_seconds", account) in samples
+    assert samples[("binance_futures_account_multi_assets_mode", account)] == 0  # a setting
     assert samples[("binance_futures_request_errors_total",
                     frozenset({("account", "oneway"), ("reason", "api_error")}))] >= 1
 

@@ -28,7 +28,7 @@ import exporter.basicauth
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Page
 from exporter.http import MetricsServer
 from exporter.webconfig import WebConfig, load_web_config
-from tests.support import wait_for
+from tests.support import serve_page, wait_for
 
 TEXT = b"# HELP up_demo Demo.\n# TYPE up_demo gauge\nup_demo 1.0\n" * 50
 OPENMETRICS = b"# HELP up_demo Demo.\n# TYPE up_demo gauge\nup_demo 1.0\n# EOF\n"
@@ -56,7 +56,7 @@ async def serve() -> AsyncIterator[Serve]:
     servers: list[MetricsServer] = []
 
     async def start(page: Page = PAGE, **kwargs: object) -> MetricsServer:
-        server = MetricsServer("127.0.0.1", 0, lambda: page, version="1.2.3", **kwargs)
+        server = MetricsServer("127.0.0.1", 0, serve_page(page), version="1.2.3", **kwargs)
         await server.start()
         servers.append(server)
         return server
@@ -608,7 +608,7 @@ async def test_slow_reader_is_dropped_after_write_timeout(
 
 
 async def test_stop_closes_open_connections_promptly() -> None:
-    server = MetricsServer("127.0.0.1", 0, lambda: PAGE)
+    server = MetricsServer("127.0.0.1", 0, serve_page(PAGE))
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -624,7 +624,7 @@ async def test_stop_closes_open_connections_promptly() -> None:
 async def test_dual_stack_host_binds_ipv4_too() -> None:
     if not socket.has_dualstack_ipv6():
         pytest.skip("no dual-stack IPv6 here")
-    server = MetricsServer("::", 0, lambda: PAGE)
+    server = MetricsServer("::", 0, serve_page(PAGE))
     await server.start()
     try:
         assert server.url == f"http://[::]:{server.port}"
@@ -635,7 +635,7 @@ async def test_dual_stack_host_binds_ipv4_too() -> None:
 
 async def test_ipv6_loopback() -> None:
     try:
-        server = MetricsServer("::1", 0, lambda: PAGE)
+        server = MetricsServer("::1", 0, serve_page(PAGE))
         await server.start()
     except OSError:
         pytest.skip("no IPv6 loopback here")
@@ -659,7 +659,7 @@ def server_in_thread(**kwargs: object) -> Iterator[MetricsServer]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = MetricsServer("127.0.0.1", 0, lambda: PAGE, **kwargs)
+    server = MetricsServer("127.0.0.1", 0, serve_page(PAGE), **kwargs)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
     try:
         yield server
@@ -830,12 +830,13 @@ ACCEPT_ERROR_SERVER = """
 import asyncio, logging, os, resource, sys
 from exporter.http import MetricsServer
 from exporter.exposition import Page
+from tests.support import serve_page
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
 
 async def main():
     page = Page.from_bodies(b"up 1\\n", b"up 1\\n# EOF\\n")
-    server = MetricsServer("127.0.0.1", 0, lambda: page,
+    server = MetricsServer("127.0.0.1", 0, serve_page(page),
                            max_connections=1000, max_connections_per_peer=1000)
     await server.start()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

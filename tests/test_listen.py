@@ -13,6 +13,7 @@ import exporter.listen
 from exporter.exposition import Page
 from exporter.http import MetricsServer
 from exporter.listen import bind_listeners, display_address, listen_error_message
+from tests.support import serve_page
 
 PAGE = Page.from_bodies(b"up 1\n", b"up 1\n# EOF\n")
 
@@ -38,7 +39,7 @@ async def healthz(host: str, port: int) -> bytes:
 async def test_every_interface_means_dual_stack() -> None:
     if not socket.has_dualstack_ipv6() or not ipv6_loopback():
         pytest.skip("no dual-stack IPv6 here")
-    server = MetricsServer("", 0, lambda: PAGE)
+    server = MetricsServer("", 0, serve_page(PAGE))
     await server.start()
     try:
         assert server.url == f"http://[::]:{server.port}"

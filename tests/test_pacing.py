@@ -250,7 +250,8 @@ async def test_a_backward_clock_step_never_keeps_stale_data(stepped_simulator: S
 
         async def gone() -> bool:
             samples = await scrape(url)
-            return not any(name.startswith("binance_futures_account_") for name, _ in samples)
+            return not any(name.startswith("binance_futures_account_total_")
+                           for name, _ in samples)
 
         await wait_for(gone)
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.clock import Clock
 from exporter.config import Config, parse_config
+from exporter.exposition import Page
 from exporter.simulator import Simulator
 
 # Credentials of the simulated accounts the tests use; fake, and grepped for in logs.
@@ -193,6 +194,15 @@ async def settle(rounds: int = 20) -> None:
     """Let every ready task run (a few loop iterations), without waiting on real time."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+def serve_page(page: Page) -> Callable[[bool, bool], Awaitable[bytes]]:
+    """A fixed page as the HTTP server's ``body`` source."""
+
+    async def body(openmetrics: bool, gzipped: bool) -> bytes:
+        return page.body(openmetrics, gzipped)
+
+    return body
 
 
 COMMAND = [sys.executable, "-m", "exporter"]

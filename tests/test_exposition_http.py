@@ -1,11 +1,12 @@
-"""The cached page /metrics serves is exactly a fresh render of the pollers' current states.
+"""The page /metrics serves is exactly a fresh render of the pollers' current states.
 
 A real exporter polls a static simulator every 250 ms. After each poll, after a
 position closes and after a balance changes, the four bodies served over HTTP
 (text, OpenMetrics, each plain and gzip) must equal ``render_page`` of the
-pollers' states at that moment. The exposition renders in a worker thread after
-each change, so the comparison is retried until the render has caught up; a
-page that is never re-rendered, or rendered from other states, times out.
+pollers' states at that moment, followed by the exporter's own ``process_*``
+metrics (read at each scrape, so they are cut off before comparing). A poll
+may land between the scrape and the test's render, so the comparison is
+retried; a page rendered from other states never matches and times out.
 ``now`` only decides which snapshots are live; with polls every 250 ms and
 ``stale_after`` 750 ms every snapshot is live both when the exporter rendered
 and when the test renders, so the two pages must be byte-identical.
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.app import RunningExporter, run_exporter
@@ -37,14 +41,31 @@ def exporter(simulator: Simulator) -> contextlib.AbstractAsyncContextManager[Run
     return run_exporter(sim_config(simulator, poll_interval="250ms"))
 
 
+OWN_METRICS = b"# HELP process_"
+
+
+def without_own_metrics(body: bytes, openmetrics: bool) -> bytes:
+    """The page before the exporter's own metrics (which always come last, before # EOF)."""
+    page, marker, own = body.partition(OWN_METRICS)
+    families = {family.name for family in text_string_to_metric_families(
+        (marker + own).removesuffix(b"# EOF\n").decode())}
+    assert families and all(name.startswith("process_") for name in families), families
+    return page + (b"# EOF\n" if openmetrics else b"")
+
+
 async def served(url: str) -> Page:
-    """The four bodies of /metrics, as served over HTTP (gzip bodies left compressed)."""
+    """The four bodies of /metrics, as served over HTTP, without the own metrics."""
     bodies = await asyncio.gather(*(asyncio.to_thread(fetch, url + "/metrics", headers)
                                     for headers in VARIANTS.values()))
-    for (status, headers, _), variant in zip(bodies, VARIANTS, strict=True):
+    pages = []
+    for (status, headers, body), variant in zip(bodies, VARIANTS, strict=True):
         assert status == 200
-        assert ("Content-Encoding" in headers) == variant.endswith("_gzip")
-    return Page(*(body for _, _, body in bodies))
+        gzipped = variant.endswith("_gzip")
+        assert ("Content-Encoding" in headers) == gzipped
+        page = without_own_metrics(gzip.decompress(body) if gzipped else body,
+                                   variant.startswith("openmetrics"))
+        pages.append(gzip.compress(page) if gzipped else page)
+    return Page(*pages)
 
 
 def fresh(running: RunningExporter) -> Page:
