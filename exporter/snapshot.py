@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -212,7 +213,8 @@ def _rate_limit(entry: object) -> RateLimit | None:
     return RateLimit(kind, interval, number, limit, count)
 
 
-_RowParser = Callable[[dict[str, Any], str, list[Problem]], Any]
+_Place = tuple[str, int]  # (list name, index): where a row is
+_RowParser = Callable[[dict[str, Any], _Place, list[Problem]], Any]
 
 
 def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
@@ -224,50 +226,58 @@ def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
                                                          f"{excerpt(entries)}"))
         return ()
     rows: dict[tuple[str, ...], Any] = {}
+    width = 2 if kind == "position" else 1  # the identity: (symbol, side) or (asset,)
     for index, entry in enumerate(entries):
-        where = f"{name}[{index}]"
         if not isinstance(entry, dict):
-            problems.append(Problem(kind, "malformed", None, f"{where}: {excerpt(entry)}"))
+            problems.append(Problem(kind, "malformed", None,
+                                    f"{name}[{index}]: {excerpt(entry)}"))
             continue
-        row = parse(entry, where, problems)
+        row = parse(entry, (name, index), problems)
         if row is None:
             continue
-        identity = tuple(row[:2]) if kind == "position" else (row[0],)
+        identity = row[:width]
         if identity in rows:
-            problems.append(Problem(kind, "duplicate", None, f"{where}: {identity!r} again"))
+            problems.append(Problem(kind, "duplicate", None,
+                                    f"{name}[{index}]: {tuple(identity)!r} again"))
             continue
         rows[identity] = row
     return tuple(rows.values())
 
 
-def _identity(entry: dict[str, Any], where: str,
+
+def _at(where: _Place) -> str:
+    """Where a row is (``positions[3]``), for a problem's detail: built only then."""
+    return f"{where[0]}[{where[1]}]"
+
+
+def _identity(entry: dict[str, Any], where: _Place,
               problems: list[Problem]) -> tuple[str | None, str | None]:
     """A position row's (symbol, side); a problem when either is not a usable label."""
     symbol, side = label_value(entry.get("symbol")), label_value(entry.get("positionSide"))
     if symbol is None or side is None:
         bad = "symbol" if symbol is None else "positionSide"
         problems.append(Problem("position", "bad_identity", None,
-                                f"{where}.{bad}: {excerpt(entry.get(bad))}"))
+                                f"{_at(where)}.{bad}: {excerpt(entry.get(bad))}"))
     return symbol, side
 
 
-def _asset(entry: dict[str, Any], where: str, problems: list[Problem]) -> AssetBalance | None:
+def _asset(entry: dict[str, Any], where: _Place, problems: list[Problem]) -> AssetBalance | None:
     asset = label_value(entry.get("asset"))
     if asset is None:
         problems.append(Problem("asset", "bad_identity", None,
-                                f"{where}.asset: {excerpt(entry.get('asset'))}"))
+                                f"{_at(where)}.asset: {excerpt(entry.get('asset'))}"))
         return None
     amounts = _row_amounts(entry, ASSET_FIELDS, "asset", where, problems)
     margin_available = entry.get("marginAvailable")
     if margin_available is not None and not isinstance(margin_available, bool):
         problems.append(Problem("asset", "bad_field", "marginAvailable",
-                                f"{where}.marginAvailable: {excerpt(margin_available)}"))
+                                f"{_at(where)}.marginAvailable: {excerpt(margin_available)}"))
         margin_available = None
     update_time = _update_time(entry, "asset", where, problems)
     return AssetBalance(asset, amounts, margin_available, update_time)
 
 
-def _position(entry: dict[str, Any], where: str, problems: list[Problem]) -> Position | None:
+def _position(entry: dict[str, Any], where: _Place, problems: list[Problem]) -> Position | None:
     symbol, side = _identity(entry, where, problems)
     if symbol is None or side is None:
         return None
@@ -279,7 +289,7 @@ _LIQUIDATION = next(index for index, field in enumerate(POSITION_DETAIL_FIELDS)
                     if field.key == "liquidationPrice")
 
 
-def _position_detail(entry: dict[str, Any], where: str,
+def _position_detail(entry: dict[str, Any], where: _Place,
                      problems: list[Problem]) -> PositionDetail | None:
     symbol, side = _identity(entry, where, problems)
     if symbol is None or side is None:
@@ -289,35 +299,36 @@ def _position_detail(entry: dict[str, Any], where: str,
         amounts = (*amounts[:_LIQUIDATION], None, *amounts[_LIQUIDATION + 1:])
     adl = entry.get("adl")
     if type(adl) is not int or not 0 <= adl <= 4:
-        problems.append(Problem("position", "bad_field", "adl", f"{where}.adl: {excerpt(adl)}"))
+        problems.append(Problem("position", "bad_field", "adl",
+                                f"{_at(where)}.adl: {excerpt(adl)}"))
         adl = None
     margin_asset = label_value(entry.get("marginAsset"))
     if margin_asset is None:
         problems.append(Problem("position", "bad_field", "marginAsset",
-                                f"{where}.marginAsset: {excerpt(entry.get('marginAsset'))}"))
+                                f"{_at(where)}.marginAsset: {excerpt(entry.get('marginAsset'))}"))
     return PositionDetail(symbol, side, amounts, adl, margin_asset,
                           decimal_value(entry.get("positionAmt")))
 
 
-def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: str,
+def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str, where: _Place,
                  problems: list[Problem]) -> tuple[float | None, ...]:
     amounts = _amounts(entry, fields)
     if None in amounts:
         for field, value in zip(fields, amounts, strict=True):
             if value is None:
-                problems.append(Problem(kind, "bad_field", field.key,
-                                        f"{where}.{field.key}: {excerpt(entry.get(field.key))}"))
+                detail = f"{_at(where)}.{field.key}: {excerpt(entry.get(field.key))}"
+                problems.append(Problem(kind, "bad_field", field.key, detail))
     return amounts
 
 
-def _update_time(entry: Mapping[str, Any], kind: str, where: str,
+def _update_time(entry: Mapping[str, Any], kind: str, where: _Place,
                  problems: list[Problem]) -> float | None:
     """``updateTime`` in epoch seconds; None for 0 (Binance's "never") or when unusable."""
     value = entry.get("updateTime")
     if type(value) is int and 0 <= value <= _MAX_INTEGER:
         return value / 1000 if value else None
     problems.append(Problem(kind, "bad_field", "updateTime",
-                            f"{where}.updateTime: {excerpt(value)}"))
+                            f"{_at(where)}.updateTime: {excerpt(value)}"))
     return None
 
 
@@ -328,16 +339,25 @@ def _amounts(entry: Mapping[str, Any], fields: tuple[Field, ...]) -> tuple[float
     converts to a float; only an exponent can still overflow, which the
     finite check after the fast path catches.
     """
-    values: list[Any] = [entry.get(field.key) for field in fields]
     try:
+        values: Any = _getter(fields)(entry)
         joined = "\x00".join(values)  # TypeError unless every value is a string
-    except TypeError:
+    except (KeyError, TypeError):  # a field missing, or not a string
+        values = [entry.get(field.key) for field in fields]
         joined = ""
     if _row_of(len(fields))(joined):
         numbers = tuple(map(float, values))
-        if all(map(math.isfinite, numbers)):
+        # Only an exponent can overflow to inf: check finiteness only then.
+        if ("e" not in joined and "E" not in joined) or all(map(math.isfinite, numbers)):
             return numbers
     return tuple(map(decimal_value, values))
+
+
+@functools.cache
+def _getter(fields: tuple[Field, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The fields' values in one C call (a tuple; KeyError if one is missing)."""
+    getter = operator.itemgetter(*(field.key for field in fields))
+    return getter if len(fields) > 1 else lambda entry: (getter(entry),)
 
 
 @functools.cache
@@ -365,11 +385,24 @@ def decimal_value(value: object) -> float | None:
 
 
 def label_value(value: object) -> str | None:
-    """``value`` if it can be a label value: non-empty text, no control characters."""
+    """``value`` if it can be a label value: non-empty text, no control characters.
+
+    Symbols and assets repeat in every answer: one accepted is remembered (up to
+    :data:`_KNOWN_LABELS_MAX`), so the next answers skip the check.
+    """
+    if type(value) is str and value in _known_labels:
+        return value
     if (isinstance(value, str) and 0 < len(value) <= MAX_LABEL_LENGTH
             and _NOT_LABEL_TEXT.search(value) is None):
+        if len(_known_labels) >= _KNOWN_LABELS_MAX:
+            _known_labels.clear()
+        _known_labels.add(value)
         return value
     return None
+
+
+_KNOWN_LABELS_MAX = 100_000
+_known_labels: set[str] = set()
 
 
 def excerpt(value: object) -> str:
