@@ -240,8 +240,11 @@ class Scraper:
     sends), so the client costs little of the CPU the benchmark measures.
     """
 
-    def __init__(self, port: int, path: str = "/metrics", headers: dict[str, str] | None = None):
+    def __init__(self, port: int, path: str = "/metrics", headers: dict[str, str] | None = None,
+                 source: str | None = None):
+        """``source``: the local address to connect from (127.0.0.x: another peer)."""
         self.port = port
+        self._local = (source, 0) if source is not None else None
         lines = [f"GET {path} HTTP/1.1", f"Host: {LOOPBACK}:{port}",
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]
         self._request = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -258,7 +261,8 @@ class Scraper:
 
     async def _exchange(self) -> tuple[int, bytes]:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(LOOPBACK, self.port)
+            self._reader, self._writer = await asyncio.open_connection(
+                LOOPBACK, self.port, local_addr=self._local)
         assert self._reader is not None
         self._writer.write(self._request)
         head = await self._reader.readuntil(b"\r\n\r\n")

@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -216,16 +217,23 @@ def main() -> None:
                  f"every {args.interval:g}s, scraped every 1 s (OpenMetrics + gzip)",
                  "python -m benchmarks.poll_cpu " + " ".join(sys.argv[1:]))
     sim = Simulator(seed=3, lively=False)  # not started: only its account model is used
-    frame = answer_frame(big_simulated_account(sim, 0, args.symbols))
-    before = json_loads_times(frame)
+    account = big_simulated_account(sim, 0, args.symbols)
+    # The answers one poll parses: the status, and with --position-details the positions.
+    frames = [answer_frame(account)]
+    if args.position_details:
+        positions: Any = account.position_result()  # a list: the result of v2/account.position
+        frames.append(answer_frame(account, result=positions))
+    before = [json_loads_times(frame) for frame in frames]
     checkouts = [args.baseline.resolve()] if args.baseline else []
     runs = asyncio.run(run_all([*checkouts, REPOSITORY], args))
     # Timed before and after the runs: on a shared machine one batch of timings can be off.
-    times = before + json_loads_times(frame)
-    loads = statistics.median(times)
-    print(f"\njson.loads of one answer ({len(frame):,} bytes): {ms(loads):.3f} ms CPU (median; "
-          f"before the runs {ms(statistics.median(before)):.3f}, after "
-          f"{ms(statistics.median(times[len(before):])):.3f})\n")
+    after = [json_loads_times(frame) for frame in frames]
+    loads = sum(statistics.median(early + late) for early, late in zip(before, after, strict=True))
+    sizes = " + ".join(f"{len(frame):,}" for frame in frames)
+    print(f"\njson.loads of the {len(frames)} answer(s) of a poll ({sizes} bytes): "
+          f"{ms(loads):.3f} ms CPU (sum of medians; before the runs "
+          f"{ms(sum(map(statistics.median, before))):.3f}, after "
+          f"{ms(sum(map(statistics.median, after))):.3f})\n")
     print_table(
         ("exporter", "window (s)", "polls", "CPU (s)", "CPU per poll (ms)", "x json.loads",
          "CPU % of a core", "RSS (MB)", "scrape p50 / p99 / max (ms)", "page (bytes, gunzipped)"),

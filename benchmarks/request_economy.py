@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import math
 import sys
@@ -40,11 +41,15 @@ class ScrapeCounts:
     latencies: list[float] = field(default_factory=list)
 
 
-async def scrape_at_fixed_rate(port: int, offset: float, period: float, until: float,
-                               counts: ScrapeCounts) -> None:
-    """GET /metrics every ``period`` from ``offset``; a late scraper skips slots (no bursts)."""
+async def scrape_at_fixed_rate(port: int, source: str, offset: float, period: float,
+                               until: float, counts: ScrapeCounts) -> None:
+    """GET /metrics every ``period`` from ``offset``; a late scraper skips slots (no bursts).
+
+    Each scraper connects from its own loopback address, as separate Prometheus
+    servers would: one peer may hold only a few connections (the flood guard).
+    """
     loop = asyncio.get_running_loop()
-    scraper = Scraper(port)
+    scraper = Scraper(port, source=source)
     next_slot = loop.time() + offset
     try:
         while next_slot < until:
@@ -72,14 +77,16 @@ async def run(args: argparse.Namespace) -> tuple[Simulator, ScrapeCounts, float]
     counts = ScrapeCounts()
     async with Simulator(seed=11) as sim:
         accounts = add_accounts(sim, args.accounts)
-        config = loopback_config(sim.url, accounts, poll_interval=f"{args.interval}s")
+        config = loopback_config(sim.url, accounts, poll_interval=f"{args.interval}s",
+                                 position_details=args.position_details)
         loop = asyncio.get_running_loop()
         async with run_exporter(config) as running:
             started = loop.time()
             until = started + args.duration
             await asyncio.gather(*(
-                scrape_at_fixed_rate(running.server.port, i * args.period / args.scrapers,
-                                     args.period, until, counts)
+                scrape_at_fixed_rate(running.server.port, f"127.0.{i // 250}.{2 + i % 250}",
+                                     i * args.period / args.scrapers, args.period, until,
+                                     counts)
                 for i in range(args.scrapers)))
             await asyncio.sleep(max(0.0, until - loop.time()))
             lifetime = loop.time() - started
@@ -100,7 +107,7 @@ def report(sim: Simulator, counts: ScrapeCounts, lifetime: float,
     minimum = args.accounts * math.ceil(args.duration / args.interval)
     schedule = expected_per_account(args.duration, args.interval, args.accounts)
     scrapes = counts.ok + counts.failed
-    others = sum(1 for r in sim.requests if r.method != ACCOUNT_METHOD)
+    others = collections.Counter(r.method for r in sim.requests if r.method != ACCOUNT_METHOD)
     print_table(("figure", "value"), [
         ("exporter lifetime (s)", f"{lifetime:.2f}"),
         ("scrapes of /metrics (200 OK / failed / slots skipped)",
@@ -114,7 +121,8 @@ def report(sim: Simulator, counts: ScrapeCounts, lifetime: float,
          minimum),
         ("  ticks the staggered schedule has in the window, per account",
          " ".join(str(n) for n in schedule)),
-        ("other requests (session.status clock checks)", others),
+        ("other requests", ", ".join(f"{method} {count}" for method, count in
+                                     sorted(others.items(), key=lambda item: str(item[0])))),
         ("WebSocket connections", sim.connections_opened),
         ("scrape-driven design, one request per scrape", f"{scrapes:,}"),
         ("scrape-driven design, one request per account per scrape",
@@ -133,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--scrapers", type=int, default=50)
+    parser.add_argument("--position-details", action="store_true",
+                        help="also send v2/account.position each poll (the exporter's default)")
     parser.add_argument("--period", type=float, default=0.1, help="seconds between scrapes")
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--interval", type=float, default=5.0, help="poll interval in seconds")
