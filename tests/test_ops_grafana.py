@@ -192,7 +192,7 @@ def test_per_asset_panels_match_the_alerts() -> None:
     assert "binance_futures:account_single_asset_mode" in expr
     leverage = _panel("Effective leverage per margin asset")
     assert "binance_futures:asset_effective_leverage{" in leverage["targets"][0]["expr"]
-    mode = _panel("Margin mode (inferred)")
+    mode = _panel("Margin mode")
     assert "binance_futures:account_single_asset_mode{" in mode["targets"][0]["expr"]
 
 
