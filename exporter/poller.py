@@ -241,9 +241,11 @@ class AccountPoller:
 
     async def poll_once(self) -> bool:
         """One poll: request, parse, record; True when the account status was read."""
-        requests: list[Awaitable[object]] = [self._fetch(STATUS_METHOD, self._parse_status)]
+        requests: list[Awaitable[object]] = [
+            self._fetch(STATUS_METHOD, self._reader(STATUS_METHOD, parse_account_status))]
         if self.config.position_details:
-            requests.append(self._fetch(DETAILS_METHOD, self._parse_details))
+            requests.append(self._fetch(DETAILS_METHOD,
+                                        self._reader(DETAILS_METHOD, parse_position_details)))
         results = await asyncio.gather(*requests, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, RequestError):
@@ -317,23 +319,20 @@ class AccountPoller:
                                durations=self._state.durations.observe(answer.round_trip))
         return answer
 
-    def _parse_status(self, answer: Answer) -> AccountSnapshot:
-        try:
-            snapshot, problems = parse_account_status(answer.result,
-                                                      received_at=answer.received_at)
-        except MalformedAnswer as exc:
-            raise BadResponse(f"malformed {STATUS_METHOD} answer: {exc}") from None
-        self._note_problems(problems)
-        return snapshot
+    def _reader(self, method: str, parse: Callable[..., tuple[_Parsed, Sequence[Problem]]]
+                ) -> Callable[[Answer], _Parsed]:
+        """``parse`` as the reader of ``method``'s answers: an answer it cannot use is a
+        :class:`BadResponse`; the rows and fields it left out are counted."""
 
-    def _parse_details(self, answer: Answer) -> PositionDetails:
-        try:
-            details, problems = parse_position_details(answer.result,
-                                                       received_at=answer.received_at)
-        except MalformedAnswer as exc:
-            raise BadResponse(f"malformed {DETAILS_METHOD} answer: {exc}") from None
-        self._note_problems(problems)
-        return details
+        def read(answer: Answer) -> _Parsed:
+            try:
+                parsed, problems = parse(answer.result, received_at=answer.received_at)
+            except MalformedAnswer as exc:
+                raise BadResponse(f"malformed {method} answer: {exc}") from None
+            self._note_problems(problems)
+            return parsed
+
+        return read
 
     async def _on_open(self, send: Send) -> None:
         """On every new connection: measure the clock, then log on if configured."""
