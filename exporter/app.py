@@ -109,10 +109,10 @@ def _landing(pollers: list[AccountPoller], clock: Clock, *,
     """The landing page of the pollers' current states, built per request."""
 
     def page() -> bytes:
-        accounts = [AccountStatus(poller.account.name, poller.state.up,
-                                  poller.state.last_success,
-                                  poller.last_error.reason if poller.last_error else None, None)
-                    for poller in pollers]
+        accounts = [AccountStatus(poller.account.name, state.up, state.last_success,
+                                  poller.last_error.reason if poller.last_error else None,
+                                  state.stream.up if state.stream is not None else None)
+                    for poller in pollers for state in (poller.state,)]
         return render_landing(__version__, demo=demo, accounts=accounts, now=clock.time())
 
     return page

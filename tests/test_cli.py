@@ -273,7 +273,8 @@ async def test_landing_page_shows_each_account_and_demo_mode() -> None:
         async def all_up() -> str | None:
             _, _, body = await asyncio.to_thread(fetch, cli.url + "/")
             page = body.decode()
-            return page if page.count(">up<") == 3 else None
+            ready = page.count(">up<") == 3 and page.count('"up">connected<') == 3
+            return page if ready else None
 
         page = await wait_for(all_up, timeout=20)
     finally:
