@@ -37,8 +37,10 @@ from websockets.exceptions import ConnectionClosed
 
 from exporter import __version__
 from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.messages import escape_controls, first_line
 
 __all__ = [
+    "WEBSOCKETS_LOG",
     "Answer",
     "ApiClient",
     "ApiError",
@@ -48,15 +50,14 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "Send",
-    "printable",
 ]
 
 log = logging.getLogger(__name__)
 
 # websockets logs every frame at DEBUG, and our frames carry the API key and
 # signature: its logger is pinned to INFO whatever level the user picks.
-_websockets_log = logging.getLogger("exporter.websockets")
-_websockets_log.setLevel(logging.INFO)
+WEBSOCKETS_LOG = logging.getLogger("exporter.websockets")
+WEBSOCKETS_LOG.setLevel(logging.INFO)
 
 _AUTH_CODES = {-2014, -2015, -1022}
 _CLOCK_CODE = -1021
@@ -229,7 +230,7 @@ class ApiClient:
             raise ConnectionFailed(f"timed out connecting to {self.host}") from None
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             self._note_failure()
-            raise ConnectionFailed(f"cannot connect to {self.host}: {_describe(exc)}") from None
+            raise ConnectionFailed(f"cannot connect to {self.host}: {first_line(exc)}") from None
         self.connections_opened += 1
         self._ws, self._opened_at = ws, self._clock.monotonic()
         self._reader = asyncio.create_task(self._read(ws), name=f"ws-reader-{self.name}")
@@ -256,7 +257,7 @@ class ApiClient:
             close_timeout=2,
             ping_interval=None,  # see the module docstring: requests are the liveness check
             user_agent_header=f"binance-futures-exporter/{__version__}",
-            logger=_websockets_log,
+            logger=WEBSOCKETS_LOG,
         )
 
     async def _send(self, ws: ClientConnection, method: str, params: Mapping[str, Any],
@@ -285,7 +286,7 @@ class ApiClient:
             raise
         except ConnectionClosed as exc:
             self._note_failure()
-            raise ConnectionLost(f"{method}: connection closed ({_describe(exc)})") from None
+            raise ConnectionLost(f"{method}: connection closed ({first_line(exc)})") from None
         finally:
             # An answer arriving after this point has no waiter and is dropped:
             # ids are never reused, so it can never match a later request.
@@ -320,7 +321,7 @@ class ApiClient:
         except ConnectionClosed as exc:
             failure = (BadResponse(f"answer larger than max_frame_size {self.max_frame_size} B")
                        if _close_code(exc) == _MESSAGE_TOO_BIG
-                       else ConnectionLost(f"connection lost ({_describe(exc)})"))
+                       else ConnectionLost(f"connection lost ({first_line(exc)})"))
         waiting = [future for sent_on, future in self._pending.values() if sent_on is ws]
         for future in waiting:
             if not future.done():
@@ -448,17 +449,10 @@ def _api_error(frame: dict[str, Any], error: dict[str, Any]) -> ApiError:
     return ApiError(
         status if type(status) is int else 0,
         code if type(code) is int else None,
-        printable(str(error.get("msg", ""))[:500]),
+        escape_controls(str(error.get("msg", ""))[:500]),
         data if isinstance(data, dict) else None,
         rate_limits if isinstance(rate_limits, list) else [],
     )
-
-
-def printable(text: str) -> str:
-    """``text`` with control and other unprintable characters escaped: one safe log line."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _close_code(exc: ConnectionClosed) -> int | None:
@@ -468,8 +462,3 @@ def _close_code(exc: ConnectionClosed) -> int | None:
 
 def _describe_close(ws: ClientConnection) -> str:
     return f"code {ws.close_code}" if ws.close_code is not None else "no close frame"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return printable(text.splitlines()[0][:200])

@@ -34,16 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from exporter.messages import brief, escape_controls, key_shown, masked, shown
 from exporter.signing import HmacSigner, PrivateKeyError, Signer, load_private_key
-from exporter.yamlfile import (
-    YamlFileError,
-    brief,
-    escape_controls,
-    key_shown,
-    load_yaml_file,
-    masked,
-    shown,
-)
+from exporter.yamlfile import YamlFileError, load_yaml_file
 
 log = logging.getLogger(__name__)
 

@@ -58,9 +58,9 @@ from exporter.connections import ConnectionTable, peer_key
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.landing import render_landing
 from exporter.listen import bind_listeners
+from exporter.messages import brief
 from exporter.ratelog import RateLog
 from exporter.webconfig import WebConfig
-from exporter.yamlfile import brief
 
 __all__ = ["MetricsServer"]
 

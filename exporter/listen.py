@@ -24,7 +24,7 @@ import errno
 import os
 import socket
 
-from exporter.yamlfile import escape_controls
+from exporter.messages import escape_controls
 
 __all__ = ["bind_listeners", "display_address", "listen_error_message"]
 

@@ -43,6 +43,7 @@ from exporter.fields import (
     TOTAL_FIELDS,
     Field,
 )
+from exporter.messages import brief
 
 __all__ = [
     "MAX_LABEL_LENGTH",
@@ -55,7 +56,6 @@ __all__ = [
     "Problem",
     "RateLimit",
     "decimal_value",
-    "excerpt",
     "label_value",
     "parse_account_status",
     "parse_margin_mode",
@@ -150,7 +150,7 @@ def parse_account_status(result: object, *,
     if None in totals:
         missing = next(f.key for f, v in zip(TOTAL_FIELDS, totals, strict=True) if v is None)
         raise MalformedAnswer(
-            f"result.{missing}: expected a decimal number, got {excerpt(result.get(missing))}")
+            f"result.{missing}: expected a decimal number, got {_excerpt(result.get(missing))}")
     problems: list[Problem] = []
     assets = _rows(result, "assets", "asset", _asset, problems)
     positions = _rows(result, "positions", "position", _position, problems)
@@ -173,7 +173,7 @@ def parse_margin_mode(result: object) -> bool:
     mode = result.get("multiAssetsMargin") if isinstance(result, dict) else None
     if not isinstance(mode, bool):
         raise MalformedAnswer(f"result.multiAssetsMargin: expected true or false, got "
-                              f"{excerpt(mode)}")
+                              f"{_excerpt(mode)}")
     return mode
 
 
@@ -193,7 +193,7 @@ def parse_rate_limits(raw: object) -> tuple[tuple[RateLimit, ...], tuple[Problem
         limit = _rate_limit(entry)
         if limit is None:
             problems.append(Problem("rate_limit", "malformed", None,
-                                    f"rateLimits[{index}]: {excerpt(entry)}"))
+                                    f"rateLimits[{index}]: {_excerpt(entry)}"))
             continue
         key = (limit.rate_limit_type, limit.interval, limit.interval_num)
         if key not in limits or limits[key].used < limit.used:
@@ -223,14 +223,14 @@ def _rows(result: Mapping[str, Any], name: str, kind: str, parse: _RowParser,
     entries = result.get(name)
     if not isinstance(entries, list):
         problems.append(Problem(kind, "malformed", None, f"{name}: expected a list, got "
-                                                         f"{excerpt(entries)}"))
+                                                         f"{_excerpt(entries)}"))
         return ()
     rows: dict[tuple[str, ...], Any] = {}
     width = 2 if kind == "position" else 1  # the identity: (symbol, side) or (asset,)
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             problems.append(Problem(kind, "malformed", None,
-                                    f"{name}[{index}]: {excerpt(entry)}"))
+                                    f"{name}[{index}]: {_excerpt(entry)}"))
             continue
         row = parse(entry, (name, index), problems)
         if row is None:
@@ -257,7 +257,7 @@ def _identity(entry: dict[str, Any], where: _Place,
     if symbol is None or side is None:
         bad = "symbol" if symbol is None else "positionSide"
         problems.append(Problem("position", "bad_identity", None,
-                                f"{_at(where)}.{bad}: {excerpt(entry.get(bad))}"))
+                                f"{_at(where)}.{bad}: {_excerpt(entry.get(bad))}"))
     return symbol, side
 
 
@@ -265,13 +265,13 @@ def _asset(entry: dict[str, Any], where: _Place, problems: list[Problem]) -> Ass
     asset = label_value(entry.get("asset"))
     if asset is None:
         problems.append(Problem("asset", "bad_identity", None,
-                                f"{_at(where)}.asset: {excerpt(entry.get('asset'))}"))
+                                f"{_at(where)}.asset: {_excerpt(entry.get('asset'))}"))
         return None
     amounts = _row_amounts(entry, ASSET_FIELDS, "asset", where, problems)
     margin_available = entry.get("marginAvailable")
     if margin_available is not None and not isinstance(margin_available, bool):
         problems.append(Problem("asset", "bad_field", "marginAvailable",
-                                f"{_at(where)}.marginAvailable: {excerpt(margin_available)}"))
+                                f"{_at(where)}.marginAvailable: {_excerpt(margin_available)}"))
         margin_available = None
     update_time = _update_time(entry, "asset", where, problems)
     return AssetBalance(asset, amounts, margin_available, update_time)
@@ -300,12 +300,12 @@ def _position_detail(entry: dict[str, Any], where: _Place,
     adl = entry.get("adl")
     if type(adl) is not int or not 0 <= adl <= 4:
         problems.append(Problem("position", "bad_field", "adl",
-                                f"{_at(where)}.adl: {excerpt(adl)}"))
+                                f"{_at(where)}.adl: {_excerpt(adl)}"))
         adl = None
     margin_asset = label_value(entry.get("marginAsset"))
     if margin_asset is None:
         problems.append(Problem("position", "bad_field", "marginAsset",
-                                f"{_at(where)}.marginAsset: {excerpt(entry.get('marginAsset'))}"))
+                                f"{_at(where)}.marginAsset: {_excerpt(entry.get('marginAsset'))}"))
     return PositionDetail(symbol, side, amounts, adl, margin_asset,
                           decimal_value(entry.get("positionAmt")))
 
@@ -316,7 +316,7 @@ def _row_amounts(entry: Mapping[str, Any], fields: tuple[Field, ...], kind: str,
     if None in amounts:
         for field, value in zip(fields, amounts, strict=True):
             if value is None:
-                detail = f"{_at(where)}.{field.key}: {excerpt(entry.get(field.key))}"
+                detail = f"{_at(where)}.{field.key}: {_excerpt(entry.get(field.key))}"
                 problems.append(Problem(kind, "bad_field", field.key, detail))
     return amounts
 
@@ -328,7 +328,7 @@ def _update_time(entry: Mapping[str, Any], kind: str, where: _Place,
     if type(value) is int and 0 <= value <= _MAX_INTEGER:
         return value / 1000 if value else None
     problems.append(Problem(kind, "bad_field", "updateTime",
-                            f"{_at(where)}.updateTime: {excerpt(value)}"))
+                            f"{_at(where)}.updateTime: {_excerpt(value)}"))
     return None
 
 
@@ -405,8 +405,5 @@ _KNOWN_LABELS_MAX = 100_000
 _known_labels: set[str] = set()
 
 
-def excerpt(value: object) -> str:
-    """A short, single-line, escaped rendering of a value for logs and errors."""
-    text = repr(value)  # escapes control characters, keeps printable Unicode
-    return text if len(text) <= 40 else text[:37] + "..."
-
+def _excerpt(value: object) -> str:
+    return brief(value, 40)

@@ -28,7 +28,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from exporter.snapshot import decimal_value, excerpt, label_value
+from exporter.messages import brief
+from exporter.snapshot import decimal_value, label_value
 from exporter.state import STREAM_EVENTS
 
 __all__ = [
@@ -101,11 +102,11 @@ def parse_event(message: str | bytes) -> StreamEvent:
     try:
         frame = json.loads(message)
     except (ValueError, RecursionError):
-        return _unparseable("not-json", f"a frame that is not JSON: {excerpt(message)}")
+        return _unparseable("not-json", f"a frame that is not JSON: {brief(message)}")
     if isinstance(frame, dict) and isinstance(frame.get("data"), dict) and "stream" in frame:
         frame = frame["data"]  # the combined-stream wrapping: {"stream": ..., "data": event}
     if not isinstance(frame, dict) or not isinstance(frame.get("e"), str):
-        return _unparseable("no-type", f"a frame without a text event type: {excerpt(frame)}")
+        return _unparseable("no-type", f"a frame without a text event type: {brief(frame)}")
     kind = frame["e"] if frame["e"] in _KNOWN else "other"
     problems: list[EventProblem] = []
     event_time = _event_time(frame, problems)
@@ -131,14 +132,14 @@ def _event_time(frame: dict[str, Any], problems: list[EventProblem]) -> float | 
     value = frame.get("E")
     if type(value) is int and 0 < value <= _MAX_INTEGER:
         return value / 1000
-    problems.append(EventProblem(f"{frame['e']}.E", f"event time E: {excerpt(value)}"))
+    problems.append(EventProblem(f"{frame['e']}.E", f"event time E: {brief(value)}"))
     return None
 
 
 def _order(order: object, problems: list[EventProblem]) -> tuple[bool, ForcedOrder | None]:
     """(is a fill, the forced order it completes); an unreadable order counts as a fill."""
     if not isinstance(order, dict):
-        problems.append(EventProblem("ORDER_TRADE_UPDATE.o", f"order o: {excerpt(order)}"))
+        problems.append(EventProblem("ORDER_TRADE_UPDATE.o", f"order o: {brief(order)}"))
         return True, None
     status, execution = order.get("X"), order.get("x")
     fill = status in _FILL_STATUSES and execution in _FILL_EXECUTIONS
@@ -150,15 +151,15 @@ def _order(order: object, problems: list[EventProblem]) -> tuple[bool, ForcedOrd
     if symbol is None or type(order_id) is not int:
         problems.append(EventProblem("ORDER_TRADE_UPDATE.forced",
                                      f"a forced order without a usable symbol s "
-                                     f"({excerpt(order.get('s'))}) or order id i "
-                                     f"({excerpt(order_id)})"))
+                                     f"({brief(order.get('s'))}) or order id i "
+                                     f"({brief(order_id)})"))
         return fill, None
     return fill, ForcedOrder(symbol, order_id, kind)
 
 
 def _margin_calls(rows: object, problems: list[EventProblem]) -> tuple[MarginCallRow, ...]:
     if not isinstance(rows, list):
-        problems.append(EventProblem("MARGIN_CALL.p", f"positions p: {excerpt(rows)}"))
+        problems.append(EventProblem("MARGIN_CALL.p", f"positions p: {brief(rows)}"))
         return ()
     calls: dict[tuple[str, str], MarginCallRow] = {}
     for index, row in enumerate(rows):
@@ -166,7 +167,7 @@ def _margin_calls(rows: object, problems: list[EventProblem]) -> tuple[MarginCal
         symbol, side = label_value(entry.get("s")), label_value(entry.get("ps"))
         maint_margin = decimal_value(entry.get("mm"))
         if symbol is None or side is None or maint_margin is None:
-            problems.append(EventProblem("MARGIN_CALL.p", f"p[{index}]: {excerpt(row)}"))
+            problems.append(EventProblem("MARGIN_CALL.p", f"p[{index}]: {brief(row)}"))
             continue
         calls[(symbol, side)] = MarginCallRow(symbol, side, maint_margin)
     return tuple(calls.values())

@@ -52,9 +52,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from exporter import __version__
-from exporter.client import Answer, ApiError, BadResponse, RequestError, printable
+from exporter.client import WEBSOCKETS_LOG, Answer, ApiError, BadResponse, RequestError
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
+from exporter.messages import escape_controls, first_line
 from exporter.state import MarginCall, StreamState
 from exporter.streamevents import StreamEvent, parse_event
 
@@ -68,9 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# As in exporter.client: websockets logs frames at DEBUG, and the handshake carries the key.
-_websockets_log = logging.getLogger("exporter.websockets")
-_websockets_log.setLevel(logging.INFO)
 
 #: Events the exporter needs; a query-form endpoint is made to list at least these.
 REQUIRED_EVENTS = ("ACCOUNT_UPDATE", "ORDER_TRADE_UPDATE", "MARGIN_CALL", "listenKeyExpired")
@@ -240,7 +238,7 @@ class UserStream:
                     ping_interval=PING_INTERVAL,
                     ping_timeout=PING_TIMEOUT,
                     user_agent_header=f"binance-futures-exporter/{__version__}",
-                    logger=_websockets_log,
+                    logger=WEBSOCKETS_LOG,
                 )
         except TimeoutError:
             raise _SessionEnd("connection", f"timed out connecting to {self.host}") from None
@@ -330,7 +328,7 @@ class UserStream:
             level = logging.DEBUG if problem.what in self._logged_problems else logging.WARNING
             self._logged_problems.add(problem.what)
             log.log(level, "account %s: user data stream: could not read %s; counted, the rest "
-                    "is used (logged once per kind)", self.name, printable(problem.detail))
+                    "is used (logged once per kind)", self.name, escape_controls(problem.detail))
         self._record(event)
         if event.changes_account:
             self._poll_soon()
@@ -390,5 +388,4 @@ def _describe(exc: BaseException) -> str:
         return "invalid URL"
     if isinstance(exc, websockets.InvalidStatus):
         return f"HTTP {exc.response.status_code}"
-    text = str(exc) or type(exc).__name__
-    return printable(text.splitlines()[0][:200])
+    return first_line(exc)

@@ -60,16 +60,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from exporter.yamlfile import (
-    UnreadableFileError,
-    YamlFileError,
-    brief,
-    escape_controls,
-    key_shown,
-    load_yaml_file,
-    masked,
-    shown,
-)
+from exporter.messages import brief, escape_controls, key_shown, masked, shown
+from exporter.yamlfile import UnreadableFileError, YamlFileError, load_yaml_file
 
 __all__ = ["WebConfig", "WebConfigError", "bcrypt_cost", "load_web_config"]
 

@@ -6,16 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.yamlfile import (
-    UnreadableFileError,
-    YamlFileError,
-    brief,
-    escape_controls,
-    key_shown,
-    load_yaml_file,
-    masked,
-    shown,
-)
+from exporter.messages import brief, escape_controls, key_shown, masked, shown
+from exporter.yamlfile import UnreadableFileError, YamlFileError, load_yaml_file
 
 
 def load(tmp_path: Path, text: str) -> object:
