@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import unicodedata
 from typing import Any
 
 import pytest
@@ -281,13 +282,20 @@ ROW_PATHS = [path for path in _paths(VALID) if path and path[0] in ("assets", "p
 TOTAL_PATHS = [(name,) for name in TOTALS]
 
 
+def _is_label(text: str) -> bool:
+    """The documented rule: non-empty text without control characters or line breaks, up to
+    100 characters, encodable as UTF-8 (unassigned code points, new emoji say, are text)."""
+    return (0 < len(text) <= MAX_LABEL_LENGTH and text.encode("utf-8", "strict") is not None
+            and not any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text))
+
+
 def _check_exportable(snapshot: AccountSnapshot) -> None:
     for asset in snapshot.assets:
-        assert asset.asset.isprintable() and len(asset.asset) <= MAX_LABEL_LENGTH
+        assert _is_label(asset.asset)
         assert all(v is None or math.isfinite(v) for v in asset.amounts)
     for position in snapshot.positions:
         for label in (position.symbol, position.side):
-            assert label.isprintable() and len(label) <= MAX_LABEL_LENGTH
+            assert _is_label(label)
         assert all(v is None or math.isfinite(v) for v in position.amounts)
     keys = [(p.symbol, p.side) for p in snapshot.positions]
     assert len(keys) == len(set(keys))
