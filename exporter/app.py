@@ -61,7 +61,6 @@ async def run_exporter(config: Config, web_config: WebConfig | None = None, *,
     exposition = Exposition(__version__, clock=clock)
     pollers = _pollers(config, exposition, clock)
     streams = _streams(config, pollers, clock)
-    exposition.render_now()
     server = MetricsServer(
         config.listen_host, config.listen_port, exposition.body,
         landing=_landing(pollers, clock, demo=demo), web_config=web_config,
