@@ -492,9 +492,7 @@ def _parse_account(entry: object, prefix: str, base_dir: Path) -> Account:
         raise ConfigError(f"{prefix}.api_key: required (inline, ${{ENV_VAR}} or api_key_file)")
     if not re.fullmatch(r"[\x21-\x7e]+", api_key):
         raise ConfigError(f"{prefix}.api_key: must be printable ASCII without spaces")
-    session_logon = entry.get("session_logon", False)
-    if not isinstance(session_logon, bool):
-        raise ConfigError(f"{prefix}.session_logon: expected true or false")
+    session_logon = _parse_bool(entry.get("session_logon", False), f"{prefix}.session_logon")
     signer = _build_signer(secrets, prefix)
     if session_logon and signer.key_type != "ed25519":
         raise ConfigError(f"{prefix}.session_logon: Binance allows it for Ed25519 keys only")
