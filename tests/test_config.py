@@ -151,6 +151,7 @@ def test_listen(listen: str, host: str, port: int) -> None:
     ({"accounts": [account(api_secret="${NOT_SET_ANYWHERE_42}")]},
      r"api_secret: environment variable NOT_SET_ANYWHERE_42 is not set"),
     ({"accounts": [account(session_logon=True)]}, r"session_logon: .*Ed25519"),
+    ({"accounts": [account(session_logon="yes")]}, r"session_logon: expected true or false, got 'yes'"),
     ({"recv_window": 60001, "accounts": [account()]}, r"^recv_window: "),
     ({"listen": "localhost", "accounts": [account()]}, r"^listen: "),
     ({"request_timeout": "20s", "accounts": [account()]}, r"^request_timeout: .*longer"),
